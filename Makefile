@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` (gateway on an embedded PostgreSQL) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+
+# Demo bootstrap used by `make run` (override on the command line or in the environment).
+OTA_ORG         ?= demo-org
+OTA_PROJECT     ?= demo-project
+OTA_ORG_TOKEN   ?= oat_demo_org_token_change_me
+OTA_PROJECT_KEY ?= demo0project0key0change0me000000
+
+.PHONY: run test install postgres clean
+.DEFAULT_GOAL := run
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+# PostgreSQL server binaries (initdb/pg_ctl) for the embedded cluster; installed from Debian if missing.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	    { command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb"; }; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing PostgreSQL server binaries (apt-get install postgresql)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+	    echo "PostgreSQL server binaries are missing: install the 'postgresql' package, or set DATABASE_URL"; exit 1; \
+	fi
+
+run: install postgres
+	@echo "ota-gateway on http://127.0.0.1:$(PORT)"
+	@echo "  organization: $(OTA_ORG)   project: $(OTA_PROJECT)"
+	@echo "  org token:    $(OTA_ORG_TOKEN)"
+	@echo "  project key:  $(OTA_PROJECT_KEY)"
+	OTA_ORG=$(OTA_ORG) OTA_PROJECT=$(OTA_PROJECT) OTA_ORG_TOKEN=$(OTA_ORG_TOKEN) OTA_PROJECT_KEY=$(OTA_PROJECT_KEY) \
+	  $(BIN)/ota-gateway serve --port $(PORT)
+
+test: install postgres
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .ota-data

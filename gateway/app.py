@@ -1,0 +1,117 @@
+"""The application factory: wires the pool, mirror, check-in buffer and the protocol adapters."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiohttp import web
+
+from . import artifacts, manage, memfault_api, store
+from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
+from .checkins import CheckinBuffer
+from .config import Settings
+from .errors import error_middleware, json_response
+from .metrics import METRICS
+from .mirror import Mirror
+from .signing import UrlSigner
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    t0 = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except BaseException:
+        status = 500
+        raise
+    finally:
+        METRICS.inc("ota_gateway_http_requests", (route, request.method, str(status)))
+        METRICS.observe("ota_gateway_http_request_duration_seconds", (route,), time.perf_counter() - t0)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    return web.Response(body=METRICS.render(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR]
+    try:
+        async with asyncio.timeout(2):
+            await request.app[POOL].fetchval("SELECT 1")
+        db = True
+    except Exception:
+        db = False
+    ok = db and mirror.loaded
+    return json_response({"database": db, "mirror_loaded": mirror.loaded}, status=200 if ok else 503)
+
+
+async def _resources(app: web.Application):
+    settings = app[SETTINGS]
+    pool = await store.create_pool(settings.database_url, max_size=10)
+    app[POOL] = pool
+    async with pool.acquire() as conn:
+        secret = await store.server_secret(conn, "url_signing_key")
+    app[SIGNER] = UrlSigner(bytes.fromhex(secret), settings.effective_public_url, ttl=settings.url_ttl)
+    mirror = Mirror(settings.database_url)
+    await mirror.start(pool)
+    app[MIRROR] = mirror
+    checkins = CheckinBuffer(pool, interval=settings.flush_interval, max_size=settings.checkin_buffer_max,
+                             last_seen_granularity=settings.last_seen_granularity)
+    checkins.start()
+    app[CHECKINS] = checkins
+    METRICS.gauge_fns.update({
+        "ota_gateway_checkin_buffer_depth": lambda: len(checkins),
+        "ota_gateway_mirror_projects": lambda: len(mirror.projects),
+        "ota_gateway_mirror_device_exceptions": lambda: sum(len(p.devices) for p in mirror.projects.values()),
+        "ota_gateway_workers": lambda: 1,
+    })
+    snapshots = None
+    if settings.metrics_dir:
+        METRICS.use_dir(settings.metrics_dir)
+        snapshots = asyncio.create_task(_write_snapshots())
+    try:
+        yield
+    finally:
+        if snapshots:
+            snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await snapshots
+        await checkins.stop()
+        await mirror.stop()
+        METRICS.write_snapshot()
+        await pool.close()
+
+
+async def _write_snapshots() -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        METRICS.write_snapshot()
+
+
+def init_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application for one gateway process."""
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[artifacts.BLOBS] = artifacts.BlobStore(settings.effective_storage_dir)
+    app.cleanup_ctx.append(_resources)
+    memfault_api.setup(app)
+    manage.setup(app)
+    artifacts.setup(app)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,19 @@
+"""Typed application-state keys shared by the adapters."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .checkins import CheckinBuffer
+    from .config import Settings
+    from .mirror import Mirror
+    from .signing import UrlSigner
+
+SETTINGS = web.AppKey("settings", "Settings")
+POOL = web.AppKey("pool", asyncpg.Pool)
+MIRROR = web.AppKey("mirror", "Mirror")
+CHECKINS = web.AppKey("checkins", "CheckinBuffer")
+SIGNER = web.AppKey("signer", "UrlSigner")

@@ -1,0 +1,126 @@
+"""Artifact storage and delivery.
+
+Storage is content-addressed: `<storage>/<sha256[:2]>/<sha256>`. Uploads stream to a temporary
+file while hashing, and are renamed into place only when complete, so a crash never leaves a
+half-written payload visible. Downloads come from signed URLs and are served with
+`FileResponse` (Range / 206, HEAD, ETag, If-None-Match, If-Range; no on-the-fly compression).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from . import store
+from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
+from .errors import BadRequest, Forbidden, NotFound, TooLarge
+from .metrics import METRICS
+
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    size: int
+    sha256: str
+    md5: str
+    sha1: str
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    async def receive(self, content, max_size: int) -> StoredBlob:
+        """Stream an aiohttp body into the store; raises TooLarge past `max_size`."""
+        hashes = (hashlib.sha256(), hashlib.md5(), hashlib.sha1())
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > max_size:
+                        raise TooLarge(f"Uploaded file is too big: the limit is {max_size} bytes")
+                    for h in hashes:
+                        h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            blob = StoredBlob(size, *(h.hexdigest() for h in hashes))
+            final = self.path(blob.sha256)
+            final.parent.mkdir(exist_ok=True)
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, final)  # atomic: readers see the whole file or none
+            return blob
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+
+
+BLOBS = web.AppKey("blobs", BlobStore)
+
+
+def new_upload_token() -> str:
+    return "up_" + secrets.token_urlsafe(18)
+
+
+async def put_upload(request: web.Request) -> web.Response:
+    """PUT /api/v0/uploads/{token}?e=&s= — the signed upload target (no Authorization header)."""
+    token = request.match_info["token"]
+    if not request.app[SIGNER].verify(request.rel_url.raw_path, request.query.get("e"), request.query.get("s")):
+        raise Forbidden("upload URL signature is invalid or expired")
+    pool = request.app[POOL]
+    upload = await store.get_upload(pool, token)
+    if upload is None:
+        raise NotFound("unknown upload token")
+    settings = request.app[SETTINGS]
+    if request.content_length is not None and request.content_length > settings.max_upload_size:
+        raise TooLarge(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes")
+    blob = await request.app[BLOBS].receive(request.content, settings.max_upload_size)
+    await store.complete_upload(pool, token, blob.size, blob.sha256, blob.md5, blob.sha1)
+    return web.Response(status=200, headers={"ETag": f'"{blob.md5}"'})
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD /dl/{payload_id}/{filename}?e=&s= — payload bytes from a signed URL."""
+    if not request.app[SIGNER].verify(request.rel_url.raw_path, request.query.get("e"), request.query.get("s")):
+        raise Forbidden("download URL signature is invalid or expired")
+    try:
+        payload_id = int(request.match_info["payload_id"])
+    except ValueError:
+        raise NotFound("unknown artifact") from None
+    pl = None
+    for project in request.app[MIRROR].projects.values():
+        pl = project.payloads.get(payload_id)
+        if pl is not None:
+            break
+    if pl is None:
+        raise NotFound("unknown artifact")
+    path = request.app[BLOBS].path(pl.sha256)
+    if not path.exists():
+        raise NotFound("artifact bytes are missing from storage")
+    resp = web.FileResponse(path, headers={
+        "Content-Type": "application/octet-stream",
+        "Cache-Control": "private, max-age=3600",
+        "X-Checksum-Sha256": pl.sha256,
+    })
+    await resp.prepare(request)
+    if request.method == "GET" and resp.status in (200, 206) and resp.content_length:
+        METRICS.inc("ota_gateway_artifact_bytes", (), resp.content_length)
+    return resp
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_put("/api/v0/uploads/{token}", put_upload)
+    app.router.add_get("/dl/{payload_id}/{filename}", download)

@@ -1,0 +1,536 @@
+"""Management REST API, shaped like Memfault's so memfault-cli works unmodified.
+
+Everything lives under /api/v0/organizations/{org}/projects/{project} with a {"data": ...}
+envelope. Writes that can change what a device gets rebuild the resolution cache inside their
+own transaction (store.rebuild_resolution), which notifies every gateway process.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import store
+from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
+from .artifacts import new_upload_token
+from .errors import ApiError, BadRequest, Conflict, NotFound, json_response
+from .manage_auth import project_for
+from .mirror import SERIAL_RE_TEXT
+from .versions import check_version
+
+P = "/api/v0/organizations/{org}/projects/{project}"
+_SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+:")
+
+
+def data(obj: Any, status: int = 200) -> web.Response:
+    return json_response({"data": obj}, status=status)
+
+
+async def body_json(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def need_str(obj: dict, key: str, label: str | None = None, *, required: bool = True,
+             charset: set | None = _NAME_CHARS, max_len: int = 128) -> str | None:
+    label = label or key
+    v = obj.get(key)
+    if v is None or v == "":
+        if required:
+            raise BadRequest(f"{label} is required")
+        return None
+    if not isinstance(v, str):
+        raise BadRequest(f"{label} must be a string")
+    if len(v) > max_len or (charset is not None and not set(v) <= charset):
+        raise BadRequest(f"{label} must be 1-{max_len} characters of [a-zA-Z0-9-_.+:]"
+                         if charset is _NAME_CHARS else f"{label} is invalid")
+    return v
+
+
+async def refresh(request: web.Request, *messages: str) -> None:
+    """Read-your-writes: reload this process's mirror now; other processes follow the NOTIFY."""
+    await request.app[MIRROR].apply(set(messages))
+
+
+def _iso(ts) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+# -- projects, software types ----------------------------------------------------------------
+
+async def get_project(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    return data({"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
+                 "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
+                 "created_date": _iso(p["created_at"])})
+
+
+async def software_type_values(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    rows = await store.list_software_types(request.app[POOL], p["id"])
+    return data([{"name": r["name"]} for r in rows])
+
+
+async def software_version(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    rel = await store.find_release(request.app[POOL], p["id"], request.match_info["type"],
+                                   request.match_info["version"], None)
+    if rel is None:
+        raise NotFound("software version not found")
+    return data({"version": rel["version"], "software_type": rel["software_type"], "release_id": rel["id"]})
+
+
+# -- uploads and releases -----------------------------------------------------------------------
+
+async def create_upload(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    body = await body_json(request)
+    settings = request.app[SETTINGS]
+    size = body.get("size")
+    if size is not None and (not isinstance(size, int) or size < 0):
+        raise BadRequest("size must be a non-negative integer")
+    if size is not None and size > settings.max_upload_size:
+        raise BadRequest(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes",
+                         type="file_too_big")
+    token = new_upload_token()
+    await store.create_upload(request.app[POOL], p["id"], token, settings.upload_ttl)
+    signer = request.app[SIGNER]
+    url = signer.sign(f"/api/v0/uploads/{token}", signer.expiry() - signer.ttl + settings.upload_ttl)
+    return data({"upload_url": url, "token": token})
+
+
+def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
+    return {
+        "id": r["id"], "version": r["version"], "software_type": r["software_type"],
+        "delta_from": r["from_version"], "is_delta": r["from_version"] is not None,
+        "must_pass_through": r["must_pass_through"], "revision": r["revision"], "notes": r["notes"],
+        "extra_info": r["extra_info"], "created_by": r["created_by"],
+        "created_date": r["created_at"] if isinstance(r["created_at"], str) else _iso(r["created_at"]),
+        "updated_date": r["updated_at"] if isinstance(r["updated_at"], str) else _iso(r["updated_at"]),
+        "artifacts": [{"id": pl["id"], "type": pl["firmware_type"], "hardware_version": pl["hardware_version"],
+                       "filename": pl["filename"], "file_size": pl["size"], "md5": pl["md5"], "sha1": pl["sha1"],
+                       "sha256": pl["sha256"], "extra_info": pl["extra_info"]} for pl in (payloads or [])],
+        **({"active_deployments": r["active_activations"]} if "active_activations" in r else {}),
+    }
+
+
+def _version_field(sv: dict, strict: bool) -> tuple[str, str | None]:
+    """`software_version.version` is a string (full) or [from, to] (delta)."""
+    v = sv.get("version")
+    if isinstance(v, list):
+        if len(v) != 2 or not all(isinstance(x, str) and x for x in v):
+            raise BadRequest("software_version.version must be a string or a [from, to] pair of strings")
+        frm, to = v
+        if frm == to:
+            raise BadRequest("software_version.version: delta from and to versions must differ")
+    elif isinstance(v, str) and v:
+        frm, to = None, v
+    else:
+        raise BadRequest("software_version.version is required")
+    for label, x in (("software_version.version", to), ("software_version.version (delta from)", frm)):
+        if x is not None:
+            try:
+                check_version(x, strict)
+            except ValueError as e:
+                raise BadRequest(f"{label}: {e}") from None
+    return to, frm
+
+
+async def ota_payload(request: web.Request) -> web.Response:
+    """POST P/releases/ota_payload: attach an uploaded file to a (new) release."""
+    ident, p = await project_for(request)
+    body = await body_json(request)
+    file = body.get("file")
+    if not isinstance(file, dict):
+        raise BadRequest("file is required (an object with token, md5 and name)")
+    token = need_str(file, "token", "file.token", charset=None)
+    name = need_str(file, "name", "file.name", charset=None, max_len=255) or "payload.bin"
+    if "/" in name or name in (".", ".."):
+        raise BadRequest("file.name must be a plain file name")
+    sv = body.get("software_version")
+    if not isinstance(sv, dict):
+        raise BadRequest("software_version is required (an object with version and software_type)")
+    version, from_version = _version_field(sv, p["strict_semver"])
+    software_type = need_str(sv, "software_type", "software_version.software_type")
+    revision = sv.get("revision") or ""
+    hw = need_str(body, "hardware_version")
+    notes = body.get("notes") or ""
+    mpt = body.get("must_pass_through", False)
+    extra = body.get("extra_info")
+    firmware_type = body.get("firmware_type") or "firmware"
+    if not isinstance(revision, str) or not isinstance(notes, str):
+        raise BadRequest("software_version.revision and notes must be strings")
+    if not isinstance(mpt, bool):
+        raise BadRequest("must_pass_through must be a boolean")
+    if mpt and from_version is not None:
+        raise BadRequest("must_pass_through cannot be set on a delta release")
+    if extra is not None and (not isinstance(extra, dict) or
+                              not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())):
+        raise BadRequest("extra_info must be an object of string values")
+    if not isinstance(firmware_type, str):
+        raise BadRequest("firmware_type must be a string")
+
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        upload = await store.get_upload(conn, token)
+        if upload is None or upload["project_id"] != p["id"]:
+            raise BadRequest("file.token is unknown")
+        if upload["status"] != "complete":
+            raise BadRequest("file.token: the upload has not completed (PUT the bytes to upload_url first)")
+        md5 = file.get("md5")
+        if md5 and md5.lower() != upload["md5"]:
+            raise BadRequest(f"file.md5 {md5} does not match the uploaded bytes ({upload['md5']})")
+        rel = await store.find_release(conn, p["id"], software_type, version, from_version)
+        if rel is None:
+            rel = await store.create_release(
+                conn, p["id"], software_type=software_type, version=version, from_version=from_version,
+                must_pass_through=mpt, revision=revision, notes=notes, extra_info=None, created_by=ident.actor)
+            created = True
+        else:
+            created = False
+            existing = await store.payload_for(conn, rel["id"], hw, firmware_type)
+            if existing is not None:
+                if existing["sha256"] == upload["sha256"]:
+                    raise Conflict(f"release {version} already has this payload for hardware {hw}",
+                                   type="already_exists")
+                raise BadRequest(f"release {version} ({software_type}) already has a different payload for "
+                                 f"hardware_version {hw}; upload it as a new version")
+            await store.touch_release(conn, rel["id"])
+        pl = await store.create_payload(
+            conn, rel["id"], hardware_version=hw, firmware_type=firmware_type, filename=name, size=upload["size"],
+            sha256=upload["sha256"], md5=upload["md5"], sha1=upload["sha1"], extra_info=extra)
+        await store.add_hardware_version(conn, p["id"], hw)
+        await store.add_software_type(conn, p["id"], software_type)
+        await store.audit(conn, p["id"], ident.actor, "release.create" if created else "release.add_payload",
+                          f"release:{rel['id']}", None,
+                          {"version": version, "from_version": from_version, "software_type": software_type,
+                           "hardware_version": hw, "sha256": upload["sha256"]})
+        await store.rebuild_resolution(conn, p["id"])
+    await refresh(request, f"project:{p['id']}")
+    return data(release_json(dict(rel), [dict(pl)]), status=201 if created else 200)
+
+
+async def list_releases(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    rows = await store.releases_with_payloads(request.app[POOL], p["id"])
+    q = request.query
+    out = [release_json(r, r["payloads"]) for r in rows
+           if (not q.get("version") or r["version"] == q["version"])
+           and (not q.get("software_type") or r["software_type"] == q["software_type"])
+           and (not q.get("revision") or r["revision"] == q["revision"])
+           and (not q.get("hardware_version") or any(pl["hardware_version"] == q["hardware_version"]
+                                                      for pl in r["payloads"]))]
+    return data(out)
+
+
+async def _release_by_ref(request, conn, project_id: int) -> dict:
+    """{release} in the path is a numeric id or a version string (unique across software types)."""
+    ref = request.match_info["release"]
+    if ref.isdigit():
+        rows = await store.releases_with_payloads(conn, project_id, release_id=int(ref))
+    else:
+        rows = [r for r in await store.releases_with_payloads(conn, project_id) if r["version"] == ref
+                and r["from_version"] is None]
+    if not rows:
+        raise NotFound(f"release {ref!r} not found")
+    if len(rows) > 1:
+        raise BadRequest(f"version {ref!r} exists for several software types; use the release id "
+                         f"({', '.join(str(r['id']) for r in rows)})")
+    return rows[0]
+
+
+async def get_release(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    r = await _release_by_ref(request, request.app[POOL], p["id"])
+    return data(release_json(r, r["payloads"]))
+
+
+async def delete_release(request: web.Request) -> web.Response:
+    ident, p = await project_for(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        r = await _release_by_ref(request, conn, p["id"])
+        active = await store.active_activations_of(conn, r["id"])
+        if active:
+            raise ApiError(f"release {r['version']} is still active in cohort(s) "
+                           f"{', '.join(a['cohort'] for a in active)} (deployment ids "
+                           f"{', '.join(str(a['id']) for a in active)}); deactivate them first",
+                           status=409, type="release_active")
+        await store.delete_release(conn, r["id"])
+        await store.audit(conn, p["id"], ident.actor, "release.delete", f"release:{r['id']}",
+                          release_json(r, r["payloads"]), None)
+        await store.rebuild_resolution(conn, p["id"])
+    await refresh(request, f"project:{p['id']}")
+    return web.Response(status=204)
+
+
+# -- deployments (activations) ----------------------------------------------------------------
+
+def deployment_json(a) -> dict:
+    if a["status"] == "pulled":
+        status = "cancelled"
+    else:
+        status = "in_progress" if a["type"] == "staged_rollout" else "done"
+    return {
+        "id": a["id"], "type": a["type"], "status": status, "active": a["status"] == "active",
+        "rollout_percent": a["rollout_percent"] if a["type"] == "staged_rollout" else 100,
+        "release": {"id": a["release_id"], "version": a["version"], "revision": a["revision"],
+                    "software_type": a["software_type"], "delta_from": a["from_version"]},
+        "cohort": {"id": a["cohort_id"], "slug": a["cohort_slug"], "name": a["cohort_name"]},
+        "deployer": a["created_by"], "deployed_date": _iso(a["created_at"]),
+        "deactivated_by": a["pulled_by"], "deactivated_date": _iso(a["pulled_at"]),
+    }
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    q = request.query
+    delta = "delta_from" in q or "delta_to" in q
+    rows = await store.list_activations(
+        request.app[POOL], p["id"], cohort=q.get("cohort") or None,
+        version=q.get("delta_to") if delta else (q.get("release") or None),
+        from_version=q.get("delta_from"), delta=delta)
+    if not delta and q.get("release"):
+        rows = [r for r in rows if r["from_version"] is None]
+    return data([deployment_json(r) for r in rows])
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    """POST P/deployments {type, release, cohort, rollout_percent}: activate a release."""
+    ident, p = await project_for(request)
+    body = await body_json(request)
+    typ = body.get("type", "normal")
+    if typ not in ("normal", "staged_rollout"):
+        raise BadRequest("type must be 'normal' or 'staged_rollout'")
+    ref = body.get("release")
+    if isinstance(ref, list) and len(ref) == 2 and all(isinstance(x, str) and x for x in ref):
+        from_version, version = ref
+    elif isinstance(ref, str) and ref:
+        from_version, version = None, ref
+    else:
+        raise BadRequest("release is required: a version string or a [from, to] pair for a delta")
+    cohort_slug = need_str(body, "cohort", charset=None)
+    percent = body.get("rollout_percent")
+    if typ == "staged_rollout":
+        if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
+            raise BadRequest("rollout_percent must be an integer from 0 to 100 for a staged_rollout")
+        if percent == 100:
+            typ, percent = "normal", None
+    else:
+        percent = None
+    software_type = body.get("software_type")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        cohort = await store.cohort_by_slug(conn, p["id"], cohort_slug)
+        if cohort is None:
+            raise NotFound(f"cohort {cohort_slug!r} not found")
+        rels = [r for r in await store.find_releases(conn, p["id"], version, from_version)
+                if software_type is None or r["software_type"] == software_type]
+        if not rels:
+            raise NotFound(f"release {ref!r} not found")
+        if len(rels) > 1:
+            raise BadRequest(f"release {version!r} exists for software types "
+                             f"{', '.join(r['software_type'] for r in rels)}: add software_type")
+        rel = rels[0]
+        existing = await store.active_activation(conn, rel["id"], cohort["id"])
+        if existing is None:
+            aid = await store.create_activation(conn, p["id"], rel["id"], cohort["id"], type_=typ,
+                                                rollout_percent=percent, actor=ident.actor)
+            before = None
+        else:
+            aid = existing["id"]
+            before = {"type": existing["type"], "rollout_percent": existing["rollout_percent"]}
+            await store.update_activation(conn, aid, type_=typ, rollout_percent=percent)
+        if typ == "staged_rollout":
+            await store.stage_cohort(conn, cohort["id"], percent)
+            await store.notify(conn, f"devices:{p['id']}")
+        await store.audit(conn, p["id"], ident.actor, "deployment.create" if before is None else "deployment.update",
+                          f"deployment:{aid}", before, {"release": rel["version"], "from_version": from_version,
+                                                        "cohort": cohort_slug, "type": typ,
+                                                        "rollout_percent": percent})
+        await store.rebuild_resolution(conn, p["id"])
+        row = (await store.list_activations(conn, p["id"], activation_id=aid))[0]
+    await refresh(request, f"project:{p['id']}", *([f"devices:{p['id']}"] if typ == "staged_rollout" else []))
+    return data(deployment_json(row), status=201 if before is None else 200)
+
+
+async def delete_deployment(request: web.Request) -> web.Response:
+    """DELETE P/deployments/{id}: pull (deactivate) an activation."""
+    ident, p = await project_for(request)
+    try:
+        aid = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("deployment not found") from None
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        rows = await store.list_activations(conn, p["id"], activation_id=aid)
+        if not rows:
+            raise NotFound(f"deployment {aid} not found")
+        if rows[0]["status"] != "active":
+            raise Conflict(f"deployment {aid} is already deactivated")
+        await store.pull_activation(conn, aid, ident.actor)
+        await store.audit(conn, p["id"], ident.actor, "deployment.deactivate", f"deployment:{aid}",
+                          deployment_json(rows[0]), None)
+        await store.rebuild_resolution(conn, p["id"])
+        row = (await store.list_activations(conn, p["id"], activation_id=aid))[0]
+    await refresh(request, f"project:{p['id']}")
+    return data(deployment_json(row))
+
+
+# -- cohorts ----------------------------------------------------------------------------------
+
+def cohort_json(c) -> dict:
+    out = {"id": c["id"], "slug": c["slug"], "name": c["name"], "is_default": c["is_default"],
+           "protected": c["protected"], "version_checking": c["version_checking"],
+           "ddi_polling_interval": c["ddi_polling_interval"], "ddi_update_type": c["ddi_update_type"],
+           "created_date": _iso(c["created_at"])}
+    if "device_count" in c.keys():
+        out["device_count"] = c["device_count"]
+    return out
+
+
+async def list_cohorts(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    return data([cohort_json(c) for c in await store.list_cohorts(request.app[POOL], p["id"])])
+
+
+async def create_cohort(request: web.Request) -> web.Response:
+    ident, p = await project_for(request)
+    body = await body_json(request)
+    slug = need_str(body, "slug", charset=_SLUG_CHARS, required=False)
+    name = need_str(body, "name", charset=None, required=slug is None) or slug
+    slug = slug or "".join(ch if ch in _SLUG_CHARS else "-" for ch in name.lower())
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        row = await store.create_cohort(conn, p["id"], slug, name)
+        if row is None:
+            raise Conflict(f"cohort {slug!r} already exists")
+        await store.audit(conn, p["id"], ident.actor, "cohort.create", f"cohort:{slug}", None, {"name": name})
+        await store.notify(conn, f"project:{p['id']}")
+    await refresh(request, f"project:{p['id']}")
+    return data(cohort_json(row), status=201)
+
+
+async def get_cohort(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    slug = request.match_info["cohort"]
+    row = next((c for c in await store.list_cohorts(request.app[POOL], p["id"]) if c["slug"] == slug), None)
+    if row is None:
+        raise NotFound(f"cohort {slug!r} not found")
+    return data(cohort_json(row))
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+def device_json(d) -> dict:
+    return {"device_serial": d["serial"], "hardware_version": d["hardware_version"],
+            "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
+            "staged": d["staged"], "release_override_id": d["release_override_id"],
+            "software_versions": d["versions"], "last_seen": _iso(d["last_seen"]),
+            "created_date": _iso(d["created_at"])}
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    q = request.query
+    try:
+        limit = min(int(q.get("per_page", q.get("limit", 100))), 1000)
+        page = max(int(q.get("page", 1)), 1)
+    except ValueError:
+        raise BadRequest("per_page and page must be integers") from None
+    total, rows = await store.list_devices(request.app[POOL], p["id"], cohort=q.get("cohort") or None,
+                                           hardware_version=q.get("hardware_version") or None,
+                                           limit=limit, offset=(page - 1) * limit)
+    return json_response({"data": [device_json(r) for r in rows], "paging": {"total_count": total, "page": page,
+                                                                             "per_page": limit}})
+
+
+async def create_device(request: web.Request) -> web.Response:
+    """Factory provisioning: serial + hardware version (+ cohort)."""
+    ident, p = await project_for(request)
+    body = await body_json(request)
+    serial = need_str(body, "device_serial", charset=None)
+    if not SERIAL_RE_TEXT.match(serial):
+        raise BadRequest("device_serial must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
+    hw = need_str(body, "hardware_version")
+    cohort_slug = body.get("cohort") or "default"
+    if isinstance(cohort_slug, dict):
+        cohort_slug = cohort_slug.get("slug")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        cohort = await store.cohort_by_slug(conn, p["id"], cohort_slug) if isinstance(cohort_slug, str) else None
+        if cohort is None:
+            raise BadRequest(f"cohort {cohort_slug!r} not found")
+        if not await store.create_device(conn, p["id"], serial, hw, cohort["id"]):
+            raise Conflict(f"device {serial} already exists")
+        await store.add_hardware_version(conn, p["id"], hw)
+        await store.audit(conn, p["id"], ident.actor, "device.create", f"device:{serial}", None,
+                          {"hardware_version": hw, "cohort": cohort["slug"]})
+        await store.notify(conn, f"project:{p['id']}")
+        await store.notify(conn, f"device:{p['id']}:{serial}")
+        row = await store.device_row(conn, p["id"], serial)
+    await refresh(request, f"project:{p['id']}", f"device:{p['id']}:{serial}")
+    return data(device_json(row), status=201)
+
+
+async def get_device(request: web.Request) -> web.Response:
+    _, p = await project_for(request)
+    row = await store.device_row(request.app[POOL], p["id"], request.match_info["serial"])
+    if row is None:
+        raise NotFound(f"device {request.match_info['serial']} not found")
+    return data(device_json(row))
+
+
+async def patch_device(request: web.Request) -> web.Response:
+    """PATCH {"cohort": slug} moves a device (and un-stages it)."""
+    ident, p = await project_for(request)
+    serial = request.match_info["serial"]
+    body = await body_json(request)
+    if "hardware_version" in body:
+        raise BadRequest("hardware_version is immutable")
+    slug = body.get("cohort")
+    if isinstance(slug, dict):
+        slug = slug.get("slug")
+    if not isinstance(slug, str) or not slug:
+        raise BadRequest("cohort is required (a cohort slug)")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        before = await store.device_row(conn, p["id"], serial)
+        if before is None:
+            raise NotFound(f"device {serial} not found")
+        cohort = await store.cohort_by_slug(conn, p["id"], slug)
+        if cohort is None:
+            raise BadRequest(f"cohort {slug!r} not found")
+        await store.move_device(conn, p["id"], serial, cohort["id"])
+        await store.audit(conn, p["id"], ident.actor, "device.move", f"device:{serial}",
+                          {"cohort": before["cohort_slug"]}, {"cohort": slug})
+        await store.notify(conn, f"device:{p['id']}:{serial}")
+        row = await store.device_row(conn, p["id"], serial)
+    await refresh(request, f"device:{p['id']}:{serial}")
+    return data(device_json(row))
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get(P, get_project)
+    r.add_get(P + "/software_type_values", software_type_values)
+    r.add_get(P + "/software_types/{type}/software_versions/{version}", software_version)
+    r.add_post(P + "/upload", create_upload)
+    r.add_post(P + "/releases/ota_payload", ota_payload)
+    r.add_get(P + "/releases", list_releases)
+    r.add_get(P + "/releases/{release}", get_release)
+    r.add_delete(P + "/releases/{release}", delete_release)
+    r.add_get(P + "/deployments", list_deployments)
+    r.add_post(P + "/deployments", create_deployment)
+    r.add_delete(P + "/deployments/{id}", delete_deployment)
+    r.add_get(P + "/cohorts", list_cohorts)
+    r.add_post(P + "/cohorts", create_cohort)
+    r.add_get(P + "/cohorts/{cohort}", get_cohort)
+    r.add_get(P + "/devices", list_devices)
+    r.add_post(P + "/devices", create_device)
+    r.add_get(P + "/devices/{serial}", get_device)
+    r.add_patch(P + "/devices/{serial}", patch_device)

@@ -1,0 +1,129 @@
+"""Memfault device API: GET /api/v0/releases/latest and /latest/url.
+
+A thin adapter: authenticate the project key against the mirror, validate the query, ask the
+project view for a decision, render (cached) bytes, and queue a check-in. No database I/O.
+"""
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from .appkeys import CHECKINS, MIRROR, SIGNER
+from .errors import error_response
+from .metrics import METRICS
+from .mirror import SERIAL_RE_TEXT as SERIAL_RE
+from .mirror import PayloadView, ProjectView, ReleaseView
+from .tokens import hash_token
+
+_NO_STORE = "no-store"
+
+
+def _bad(message: str) -> web.Response:
+    return error_response(400, message, "invalid_request")
+
+
+def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str) -> bytes:
+    """The bare Release object of /latest with every field clients rely on."""
+    return orjson.dumps({
+        "id": rel.id,
+        "created_date": rel.created_at,
+        "updated_date": rel.updated_at,
+        "version": rel.version,
+        "display_name": rel.version,
+        "notes": rel.notes or "",
+        "revision": rel.revision or "",
+        "min_version": "",
+        "must_pass_through": rel.must_pass_through,
+        "is_delta": rel.from_version is not None,
+        "delta_from": rel.from_version,
+        "is_forced": None,
+        "reason": reason,
+        "extra_info": rel.extra_info,
+        "count_devices": 0,
+        "artifacts": [{
+            "id": pl.id,
+            "created_date": pl.created_at,
+            "updated_date": pl.created_at,
+            "type": "firmware",
+            "hardware_version": pl.hardware_version,
+            "filename": pl.filename,
+            "file_size": pl.size,
+            "url": url,
+            "md5": pl.md5,
+            "sha1": pl.sha1,
+            "sha256": pl.sha256,
+            "build_id": "",
+            "extra_info": pl.extra_info,
+        }],
+    })
+
+
+async def _poll(request: web.Request, as_url: bool) -> web.Response:
+    key = request.headers.get("Memfault-Project-Key")
+    mirror = request.app[MIRROR]
+    info = mirror.keys.get(hash_token(key)) if key else None
+    if info is None:
+        return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
+    project: ProjectView = mirror.projects[info.project_id]
+    q = request.query
+    serial = q.get("device_serial") or q.get("device_id")
+    hw = q.get("hardware_version")
+    sw = q.get("software_type")
+    current = q.get("current_version") or None
+    if not serial:
+        return _bad("device_serial is required")
+    if not SERIAL_RE.match(serial):
+        return _bad("device_serial must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
+    if not hw:
+        return _bad("hardware_version is required")
+    if not sw:
+        return _bad("software_type is required")
+    if hw not in project.hardware_versions:
+        return _bad(f"hardware_version {hw!r} is not known to this project")
+    if sw not in project.software_types:
+        return _bad(f"software_type {sw!r} is not known to this project")
+
+    decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
+    checkins = request.app[CHECKINS]
+    checkins.add(project.id, serial, hw, sw, current, "memfault")
+    METRICS.inc("ota_gateway_polls", ("memfault", decision.reason))
+    rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
+    pl = rel.payloads.get(_dev.hardware_version if _dev and _dev.hardware_version else hw) if rel else None
+    if pl is None:
+        resp = web.Response(status=204, headers={"memfault-reason": decision.reason, "Cache-Control": _NO_STORE})
+    else:
+        resp = _render(request, rel, pl, decision.reason, as_url)
+    await checkins.room()
+    return resp
+
+
+def _render(request: web.Request, rel: ReleaseView, pl: PayloadView, reason: str, as_url: bool) -> web.Response:
+    """Answer bytes are cached per payload (and reason) until the URL's expiry bucket moves."""
+    signer = request.app[SIGNER]
+    exp = signer.expiry()
+    ckey = "url" if as_url else reason
+    hit = pl.cache.get(ckey)
+    if hit is None or hit[0] != exp:
+        url = signer.sign(pl.url_path, exp)
+        hit = (exp, url.encode() if as_url else release_body(rel, pl, url, reason))
+        pl.cache[ckey] = hit
+    if as_url:
+        return web.Response(body=hit[1], content_type="text/plain", charset="utf-8",
+                            headers={"Cache-Control": _NO_STORE})
+    return web.Response(body=hit[1], content_type="application/json",
+                        headers={"Cache-Control": _NO_STORE, "memfault-reason": reason})
+
+
+async def latest(request: web.Request) -> web.Response:
+    """GET /api/v0/releases/latest — the release this device should install next (JSON)."""
+    return await _poll(request, as_url=False)
+
+
+async def latest_url(request: web.Request) -> web.Response:
+    """GET /api/v0/releases/latest/url — just its signed download URL (text/plain)."""
+    return await _poll(request, as_url=True)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/v0/releases/latest", latest)
+    app.router.add_get("/api/v0/releases/latest/url", latest_url)

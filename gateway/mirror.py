@@ -1,0 +1,263 @@
+"""The in-memory mirror of everything a poll needs: keys, resolution tables, releases and the
+few devices that deviate from their cohort's default answer.
+
+It is never a second source of truth: it loads from Postgres at start and reloads the affected
+part when a NOTIFY arrives on `store.NOTIFY_CHANNEL`. Objects are rebuilt and swapped whole, so
+a poll never sees a half-updated project.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import asyncpg
+
+from . import resolution, store
+
+log = logging.getLogger(__name__)
+
+SERIAL_RE_TEXT = re.compile(r"^[-a-zA-Z0-9_]{1,128}$")
+
+
+@dataclass(slots=True)
+class PayloadView:
+    id: int
+    release_id: int
+    hardware_version: str
+    filename: str
+    size: int
+    sha256: str
+    md5: str
+    sha1: str
+    extra_info: dict | None
+    created_at: str
+    url_path: str
+    # (expiry, bytes) caches of rendered answers, keyed by what varies (reason for /latest)
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ReleaseView:
+    id: int
+    software_type: str
+    version: str
+    from_version: str | None
+    must_pass_through: bool
+    revision: str
+    notes: str
+    extra_info: dict | None
+    created_at: str
+    updated_at: str
+    payloads: dict[str, PayloadView]
+    domain: resolution.Release
+
+
+@dataclass(slots=True)
+class DeviceView:
+    serial: str
+    hardware_version: str | None
+    cohort_id: int
+    staged: bool
+    override_release_id: int | None
+
+
+@dataclass(slots=True)
+class ProjectView:
+    id: int
+    slug: str
+    org_slug: str
+    generation: int
+    default_cohort_id: int
+    cohorts: dict[int, asyncpg.Record]
+    hardware_versions: frozenset[str]
+    software_types: frozenset[str]
+    releases: dict[int, ReleaseView]
+    payloads: dict[int, PayloadView]
+    tables: dict[tuple[int, str, str, bool], resolution.DecisionTable]
+    active: frozenset[tuple[int, str]]  # (cohort, software type) pairs with any active release
+    devices: dict[str, DeviceView] = field(default_factory=dict)
+
+    def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
+               cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
+        """What this device gets next: pure lookups, no I/O."""
+        dev = self.devices.get(serial)
+        if dev is None:
+            cohort, staged, override = self.default_cohort_id, False, None
+        else:
+            cohort, staged = dev.cohort_id, dev.staged
+            hardware_version = dev.hardware_version or hardware_version
+            override = self.releases[dev.override_release_id].domain if dev.override_release_id in self.releases \
+                else None
+            if override is not None and override.software_type != software_type:
+                override = None
+        if cohort_override is not None:
+            cohort = cohort_override
+        table = self.tables.get((cohort, software_type, hardware_version, staged))
+        decision = resolution.resolve(
+            current_version, hardware_version, table,
+            has_active_release=(cohort, software_type) in self.active, override=override,
+            staged_table=None if staged else self.tables.get((cohort, software_type, hardware_version, True)))
+        return decision, dev
+
+
+def _iso(ts) -> str:
+    return ts.isoformat()
+
+
+def build_project_view(state: dict, devices: dict[str, DeviceView]) -> ProjectView:
+    p = state["project"]
+    payloads: dict[int, PayloadView] = {}
+    by_release: dict[int, dict[str, PayloadView]] = {}
+    for row in state["payloads"]:
+        if row["firmware_type"] != "firmware" and row["hardware_version"] in by_release.get(row["release_id"], {}):
+            continue  # first payload of a hardware version is the one devices download
+        pv = PayloadView(
+            id=row["id"], release_id=row["release_id"], hardware_version=row["hardware_version"],
+            filename=row["filename"], size=row["size"], sha256=row["sha256"], md5=row["md5"], sha1=row["sha1"],
+            extra_info=row["extra_info"], created_at=_iso(row["created_at"]),
+            url_path=f"/dl/{row['id']}/{quote(row['filename'], safe='')}")
+        payloads[pv.id] = pv
+        by_release.setdefault(pv.release_id, {})[pv.hardware_version] = pv
+    releases: dict[int, ReleaseView] = {}
+    for r in state["releases"]:
+        pls = by_release.get(r["id"], {})
+        releases[r["id"]] = ReleaseView(
+            id=r["id"], software_type=r["software_type"], version=r["version"], from_version=r["from_version"],
+            must_pass_through=r["must_pass_through"], revision=r["revision"], notes=r["notes"],
+            extra_info=r["extra_info"], created_at=_iso(r["created_at"]), updated_at=_iso(r["updated_at"]),
+            payloads=pls,
+            domain=resolution.Release(id=r["id"], software_type=r["software_type"], version=r["version"],
+                                      hardware_versions=frozenset(pls), from_version=r["from_version"],
+                                      must_pass_through=r["must_pass_through"]))
+    tables = {(t["cohort_id"], t["software_type"], t["hardware_version"], t["staged"]):
+              resolution.DecisionTable.from_json(t["decision"]) for t in state["tables"]}
+    cohorts = {c["id"]: c for c in state["cohorts"]}
+    default = next(c["id"] for c in state["cohorts"] if c["is_default"])
+    return ProjectView(
+        id=p["id"], slug=p["slug"], org_slug=p["org_slug"], generation=p["resolution_generation"],
+        default_cohort_id=default, cohorts=cohorts,
+        hardware_versions=frozenset(state["hardware_versions"]), software_types=frozenset(state["software_types"]),
+        releases=releases, payloads=payloads, tables=tables,
+        active=frozenset((k[0], k[1]) for k in tables), devices=devices)
+
+
+def _device_view(row) -> DeviceView:
+    return DeviceView(serial=row["serial"], hardware_version=row["hardware_version"], cohort_id=row["cohort_id"],
+                      staged=row["staged"], override_release_id=row["release_override_id"])
+
+
+@dataclass(slots=True)
+class KeyInfo:
+    project_id: int
+    cohort_override: int | None
+
+
+class Mirror:
+    """All projects' views plus the key index; reloads on notifications."""
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self.projects: dict[int, ProjectView] = {}
+        self.by_slug: dict[str, ProjectView] = {}
+        self.keys: dict[str, KeyInfo] = {}
+        self.loaded = False
+        self.reloads = 0
+        self.last_reload_seconds = 0.0
+        self._listener: asyncpg.Connection | None = None
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self, pool: asyncpg.Pool) -> None:
+        """LISTEN first, then load, so no change can slip between the two."""
+        self._pool = pool
+        self._listener = await asyncpg.connect(self.dsn)
+        await store.init_connection(self._listener)
+        await self._listener.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
+        await self.load_all()
+        self._task = asyncio.create_task(self._reload_loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._listener is not None:
+            await self._listener.close()
+
+    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+        self._pending.add(payload)
+        self._wake.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, set()
+            try:
+                await self.apply(pending)
+            except Exception:  # keep serving the old view; retry the batch shortly
+                log.exception("mirror reload failed")
+                self._pending |= pending
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def apply(self, messages: set[str]) -> None:
+        """Reload what the messages name: `keys`, `project:<id>`, `device:<project>:<serial>`."""
+        t0 = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            if "keys" in messages:
+                await self._load_keys(conn)
+            for m in sorted(messages):
+                kind, _, rest = m.partition(":")
+                if kind == "project":
+                    await self._load_project(conn, int(rest), keep_devices=True)
+                elif kind == "device":
+                    pid, _, serial = rest.partition(":")
+                    await self._load_device(conn, int(pid), serial)
+                elif kind == "devices":
+                    await self._load_project(conn, int(rest), keep_devices=False)
+        self.reloads += 1
+        self.last_reload_seconds = time.perf_counter() - t0
+
+    async def load_all(self) -> None:
+        async with self._pool.acquire() as conn:
+            await self._load_keys(conn)
+            for p in await store.load_projects(conn):
+                await self._load_project(conn, p["id"], keep_devices=False)
+        self.loaded = True
+
+    async def _load_keys(self, conn) -> None:
+        self.keys = {r["secret_hash"]: KeyInfo(r["project_id"], r["cohort_override_id"])
+                     for r in await store.load_keys(conn)}
+
+    async def _load_project(self, conn, project_id: int, *, keep_devices: bool) -> None:
+        state = await store.load_project_state(conn, project_id)
+        if state["project"] is None:
+            return
+        old = self.projects.get(project_id)
+        if keep_devices and old is not None:
+            devices = old.devices
+        else:
+            devices = {r["serial"]: _device_view(r) for r in await store.load_device_exceptions(conn, project_id)}
+        view = build_project_view(state, devices)
+        self.projects[project_id] = view
+        self.by_slug[view.slug] = view
+
+    async def _load_device(self, conn, project_id: int, serial: str) -> None:
+        view = self.projects.get(project_id)
+        if view is None:
+            return
+        row = await store.load_device(conn, project_id, serial)
+        if row is None or (row["cohort_id"] == view.default_cohort_id and not row["staged"]
+                           and row["release_override_id"] is None):
+            view.devices.pop(serial, None)
+        else:
+            view.devices[serial] = _device_view(row)

@@ -1,0 +1,487 @@
+"""The SQL layer: every statement the gateway runs lives here.
+
+Functions take an asyncpg connection (or pool) so that callers decide transaction scope; the
+management writes that can change an answer call `rebuild_resolution` inside their transaction.
+"""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Iterable
+
+import asyncpg
+import orjson
+
+from . import resolution
+from .tokens import hash_token
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+NOTIFY_CHANNEL = "ota_gateway"
+_LOCK_NS = 0x07A  # advisory-lock namespace for per-project resolution rebuilds
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb with orjson on every pooled connection."""
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+                                  schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+
+
+async def apply_schema(conn: asyncpg.Connection) -> None:
+    """Create every table idempotently; serialised so concurrent starts don't race."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", _LOCK_NS)
+        await conn.execute(SCHEMA_PATH.read_text())
+
+
+async def server_secret(conn: asyncpg.Connection, key: str) -> str:
+    """A random server-wide secret, created once and shared by every process."""
+    await conn.execute("INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       key, secrets.token_hex(32))
+    return await conn.fetchval("SELECT value FROM server_settings WHERE key = $1", key)
+
+
+# -- bootstrap ---------------------------------------------------------------------------------
+
+async def ensure_org(conn, slug: str) -> int:
+    await conn.execute("INSERT INTO organizations (slug, name) VALUES ($1, $1) ON CONFLICT (slug) DO NOTHING", slug)
+    return await conn.fetchval("SELECT id FROM organizations WHERE slug = $1", slug)
+
+
+async def ensure_project(conn, org_id: int, slug: str) -> int:
+    """Project with its default cohort; an existing project of another org is an error."""
+    row = await conn.fetchrow("SELECT id, org_id FROM projects WHERE slug = $1", slug)
+    if row is None:
+        pid = await conn.fetchval("INSERT INTO projects (org_id, slug, name) VALUES ($1, $2, $2) RETURNING id",
+                                  org_id, slug)
+    elif row["org_id"] != org_id:
+        raise ValueError(f"project slug {slug!r} already belongs to another organization")
+    else:
+        pid = row["id"]
+    await conn.execute(
+        "INSERT INTO cohorts (project_id, slug, name, is_default) VALUES ($1, 'default', 'Default', true) "
+        "ON CONFLICT DO NOTHING", pid)
+    return pid
+
+
+async def ensure_org_token(conn, org_id: int, token: str, *, role: str = "manager", name: str = "bootstrap") -> None:
+    await conn.execute(
+        "INSERT INTO api_tokens (org_id, name, secret_hash, role, can_activate_protected) "
+        "VALUES ($1, $2, $3, $4, true) ON CONFLICT (secret_hash) DO NOTHING",
+        org_id, name, hash_token(token), role)
+
+
+async def ensure_project_key(conn, project_id: int, key: str, *, name: str = "bootstrap") -> None:
+    await conn.execute(
+        "INSERT INTO project_keys (project_id, name, secret_hash) VALUES ($1, $2, $3) "
+        "ON CONFLICT (secret_hash) DO NOTHING", project_id, name, hash_token(key))
+    await notify(conn, "keys")
+
+
+async def ensure_user(conn, org_id: int, email: str, secret_hash: str, role: str) -> None:
+    await conn.execute(
+        "INSERT INTO users (org_id, email, secret_hash, role) VALUES ($1, $2, $3, $4) ON CONFLICT (email) DO NOTHING",
+        org_id, email, secret_hash, role)
+
+
+async def notify(conn, message: str) -> None:
+    """Tell every gateway process what to reload; delivered at commit."""
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, message)
+
+
+# -- authentication (management) ------------------------------------------------------------------
+
+async def token_identity(conn, token: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT t.id, t.name, t.role, t.can_activate_protected, o.id AS org_id, o.slug AS org_slug "
+        "FROM api_tokens t JOIN organizations o ON o.id = t.org_id "
+        "WHERE t.secret_hash = $1 AND t.revoked_at IS NULL", hash_token(token))
+
+
+async def user_identity(conn, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT u.id, u.email, u.secret_hash, u.role, o.id AS org_id, o.slug AS org_slug "
+        "FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.email = $1", email)
+
+
+async def project_by_slugs(conn, org_slug: str, project_slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT p.*, o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id "
+        "WHERE o.slug = $1 AND p.slug = $2", org_slug, project_slug)
+
+
+# -- mirror loading ------------------------------------------------------------------------------
+
+async def load_keys(conn) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT secret_hash, project_id, cohort_override_id FROM project_keys WHERE revoked_at IS NULL")
+
+
+async def load_projects(conn) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT p.id, p.slug, p.resolution_generation, p.ddi_software_type, p.ddi_hardware_version, "
+        "o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id")
+
+
+async def load_project_state(conn, project_id: int) -> dict[str, Any]:
+    """Everything the poll path needs for one project, except per-device exceptions."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        project = await conn.fetchrow(
+            "SELECT p.id, p.slug, p.resolution_generation, p.ddi_software_type, p.ddi_hardware_version, "
+            "o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1",
+            project_id)
+        cohorts = await conn.fetch("SELECT * FROM cohorts WHERE project_id = $1", project_id)
+        hw = await conn.fetch("SELECT name FROM hardware_versions WHERE project_id = $1", project_id)
+        sw = await conn.fetch("SELECT name FROM software_types WHERE project_id = $1", project_id)
+        releases = await conn.fetch("SELECT * FROM releases WHERE project_id = $1", project_id)
+        payloads = await conn.fetch(
+            "SELECT pl.* FROM payloads pl JOIN releases r ON r.id = pl.release_id WHERE r.project_id = $1",
+            project_id)
+        tables = await conn.fetch(
+            "SELECT cohort_id, software_type, hardware_version, staged, decision FROM resolution_cache "
+            "WHERE project_id = $1", project_id)
+    return {"project": project, "cohorts": cohorts, "hardware_versions": [r["name"] for r in hw],
+            "software_types": [r["name"] for r in sw], "releases": releases, "payloads": payloads,
+            "tables": tables}
+
+
+_DEVICE_EXCEPTION_COLS = "serial, hardware_version, cohort_id, staged, release_override_id"
+
+
+async def load_device_exceptions(conn, project_id: int) -> list[asyncpg.Record]:
+    """Devices whose answer differs from their cohort default: not in the default cohort,
+    staged, or overridden. Memory grows with these, not with the fleet."""
+    return await conn.fetch(
+        f"SELECT {_DEVICE_EXCEPTION_COLS} FROM devices d WHERE d.project_id = $1 AND ("
+        "  d.staged OR d.release_override_id IS NOT NULL OR d.cohort_id = ANY("
+        "    SELECT id FROM cohorts WHERE project_id = $1 AND NOT is_default))", project_id)
+
+
+async def load_device(conn, project_id: int, serial: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_DEVICE_EXCEPTION_COLS} FROM devices WHERE project_id = $1 AND serial = $2", project_id, serial)
+
+
+# -- check-ins (write-behind) ------------------------------------------------------------------
+
+async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
+    """Write a batch of check-ins: (project_id, serial, hardware_version, software_type, version,
+    protocol, seen_at). New serials join their project's default cohort; last_seen is only
+    rewritten when older than `last_seen_granularity` seconds; a changed version is appended to
+    the history. One transaction, three statements, whatever the batch size."""
+    devices: dict[tuple[int, str], tuple] = {}
+    for pid, serial, hw, _sw, _ver, _proto, seen in rows:
+        devices[(pid, serial)] = (pid, serial, hw, seen)  # ON CONFLICT can't touch a row twice
+    cols = list(zip(*devices.values()))
+    async with conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
+            SELECT t.pid, t.serial, t.hw, c.id, t.seen
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS t(pid, serial, hw, seen)
+            JOIN cohorts c ON c.project_id = t.pid AND c.is_default
+            ON CONFLICT (project_id, serial) DO UPDATE
+              SET last_seen = EXCLUDED.last_seen,
+                  hardware_version = coalesce(devices.hardware_version, EXCLUDED.hardware_version)
+              WHERE devices.last_seen IS NULL
+                 OR devices.hardware_version IS NULL
+                 OR devices.last_seen < EXCLUDED.last_seen - make_interval(secs => $5)
+            """, cols[0], cols[1], cols[2], cols[3], last_seen_granularity)
+        versioned = [r for r in rows if r[4]]
+        if not versioned:
+            return
+        vcols = list(zip(*versioned))
+        await conn.execute(
+            """
+            WITH input AS (
+              SELECT d.id AS device_id, t.sw, t.version, t.protocol, t.seen, s.version AS old
+              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                   AS t(pid, serial, sw, version, protocol, seen)
+              JOIN devices d ON d.project_id = t.pid AND d.serial = t.serial
+              LEFT JOIN device_software s ON s.device_id = d.id AND s.software_type = t.sw
+              WHERE s.version IS DISTINCT FROM t.version
+            ), hist AS (
+              INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol, seen_at)
+              SELECT device_id, sw, version, old, protocol, seen FROM input
+            )
+            INSERT INTO device_software (device_id, software_type, version, updated_at)
+            SELECT device_id, sw, version, seen FROM input
+            ON CONFLICT (device_id, software_type) DO UPDATE
+              SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+            """, vcols[0], vcols[1], vcols[3], vcols[4], vcols[5], vcols[6])
+
+
+# -- resolution cache ----------------------------------------------------------------------------
+
+async def rebuild_resolution(conn, project_id: int) -> int:
+    """Recompute every decision table of a project from its active activations, replace the
+    cached rows and notify the gateways. Must run inside the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_NS, project_id)
+    rows = await conn.fetch(
+        """
+        SELECT r.id, r.software_type, r.version, r.from_version, r.must_pass_through,
+               coalesce(array_agg(DISTINCT p.hardware_version) FILTER (WHERE p.id IS NOT NULL), '{}') AS hws
+        FROM releases r LEFT JOIN payloads p ON p.release_id = r.id
+        WHERE r.project_id = $1 AND r.id IN (SELECT release_id FROM activations WHERE status = 'active')
+        GROUP BY r.id
+        """, project_id)
+    releases = {r["id"]: resolution.Release(
+        id=r["id"], software_type=r["software_type"], version=r["version"],
+        hardware_versions=frozenset(r["hws"]), from_version=r["from_version"],
+        must_pass_through=r["must_pass_through"]) for r in rows}
+    acts = await conn.fetch(
+        "SELECT release_id, cohort_id, type FROM activations WHERE project_id = $1 AND status = 'active'",
+        project_id)
+    activations = [resolution.Activation(release_id=a["release_id"], cohort_id=a["cohort_id"],
+                                         staged=a["type"] == "staged_rollout") for a in acts]
+    cohorts = await conn.fetch("SELECT id, version_checking FROM cohorts WHERE project_id = $1", project_id)
+    tables = resolution.build_tables(releases, activations, {c["id"]: c["version_checking"] for c in cohorts})
+    await conn.execute("DELETE FROM resolution_cache WHERE project_id = $1", project_id)
+    if tables:
+        keys = list(tables)
+        await conn.execute(
+            "INSERT INTO resolution_cache (project_id, cohort_id, software_type, hardware_version, staged, decision) "
+            "SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bool[], $6::jsonb[])",
+            project_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+            [tables[k].to_json() for k in keys])
+    gen = await conn.fetchval(
+        "UPDATE projects SET resolution_generation = resolution_generation + 1 WHERE id = $1 "
+        "RETURNING resolution_generation", project_id)
+    await notify(conn, f"project:{project_id}")
+    return gen
+
+
+# -- management reads/writes ----------------------------------------------------------------------
+
+def _jsonable(rows: Iterable[asyncpg.Record]) -> list[dict]:
+    return [dict(r) for r in rows]
+
+
+async def cohort_by_slug(conn, project_id: int, slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM cohorts WHERE project_id = $1 AND slug = $2", project_id, slug)
+
+
+async def list_cohorts(conn, project_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT c.*, (SELECT count(*) FROM devices d WHERE d.cohort_id = c.id) AS device_count "
+        "FROM cohorts c WHERE project_id = $1 ORDER BY c.id", project_id)
+
+
+async def create_cohort(conn, project_id: int, slug: str, name: str) -> asyncpg.Record | None:
+    """None when the slug is taken."""
+    return await conn.fetchrow(
+        "INSERT INTO cohorts (project_id, slug, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING *",
+        project_id, slug, name)
+
+
+async def add_hardware_version(conn, project_id: int, name: str) -> None:
+    await conn.execute("INSERT INTO hardware_versions (project_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       project_id, name)
+
+
+async def add_software_type(conn, project_id: int, name: str) -> None:
+    await conn.execute("INSERT INTO software_types (project_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       project_id, name)
+
+
+async def list_software_types(conn, project_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT name FROM software_types WHERE project_id = $1 ORDER BY name", project_id)
+
+
+async def create_upload(conn, project_id: int, token: str, ttl_seconds: int) -> None:
+    await conn.execute(
+        "INSERT INTO uploads (project_id, token, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
+        project_id, token, ttl_seconds)
+
+
+async def get_upload(conn, token: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM uploads WHERE token = $1", token)
+
+
+async def complete_upload(conn, token: str, size: int, sha256: str, md5: str, sha1: str) -> None:
+    await conn.execute(
+        "UPDATE uploads SET status = 'complete', size = $2, sha256 = $3, md5 = $4, sha1 = $5 WHERE token = $1",
+        token, size, sha256, md5, sha1)
+
+
+async def find_release(conn, project_id: int, software_type: str | None, version: str,
+                       from_version: str | None) -> asyncpg.Record | None:
+    """A release by identity; software_type None matches any type (deploy-release names none)."""
+    return await conn.fetchrow(
+        "SELECT * FROM releases WHERE project_id = $1 AND ($2::text IS NULL OR software_type = $2) "
+        "AND version = $3 AND coalesce(from_version, '') = coalesce($4, '') ORDER BY id LIMIT 1",
+        project_id, software_type, version, from_version)
+
+
+async def find_releases(conn, project_id: int, version: str, from_version: str | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM releases WHERE project_id = $1 AND version = $2 "
+        "AND coalesce(from_version, '') = coalesce($3, '') ORDER BY id", project_id, version, from_version)
+
+
+async def create_release(conn, project_id: int, *, software_type: str, version: str, from_version: str | None,
+                         must_pass_through: bool, revision: str, notes: str, extra_info: dict | None,
+                         created_by: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO releases (project_id, software_type, version, from_version, must_pass_through, revision, "
+        "notes, extra_info, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+        project_id, software_type, version, from_version, must_pass_through, revision, notes, extra_info,
+        created_by)
+
+
+async def touch_release(conn, release_id: int) -> None:
+    await conn.execute("UPDATE releases SET updated_at = now() WHERE id = $1", release_id)
+
+
+async def payload_for(conn, release_id: int, hardware_version: str, firmware_type: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM payloads WHERE release_id = $1 AND hardware_version = $2 AND firmware_type = $3",
+        release_id, hardware_version, firmware_type)
+
+
+async def create_payload(conn, release_id: int, *, hardware_version: str, firmware_type: str, filename: str,
+                         size: int, sha256: str, md5: str, sha1: str, extra_info: dict | None) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO payloads (release_id, hardware_version, firmware_type, filename, size, sha256, md5, sha1, "
+        "extra_info) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+        release_id, hardware_version, firmware_type, filename, size, sha256, md5, sha1, extra_info)
+
+
+async def payload_by_id(conn, payload_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM payloads WHERE id = $1", payload_id)
+
+
+async def releases_with_payloads(conn, project_id: int, *, release_id: int | None = None) -> list[dict]:
+    """Releases (newest first) each with its payload list and active activation count."""
+    rows = await conn.fetch(
+        """
+        SELECT r.*, coalesce((SELECT json_agg(p ORDER BY p.id) FROM payloads p WHERE p.release_id = r.id), '[]')
+                 AS payloads,
+               (SELECT count(*) FROM activations a WHERE a.release_id = r.id AND a.status = 'active')
+                 AS active_activations
+        FROM releases r WHERE r.project_id = $1 AND ($2::bigint IS NULL OR r.id = $2)
+        ORDER BY r.created_at DESC, r.id DESC
+        """, project_id, release_id)
+    return _jsonable(rows)
+
+
+async def active_activations_of(conn, release_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT a.id, c.slug AS cohort FROM activations a JOIN cohorts c ON c.id = a.cohort_id "
+        "WHERE a.release_id = $1 AND a.status = 'active' ORDER BY a.id", release_id)
+
+
+async def delete_release(conn, release_id: int) -> None:
+    await conn.execute("UPDATE devices SET release_override_id = NULL WHERE release_override_id = $1", release_id)
+    await conn.execute("DELETE FROM activations WHERE release_id = $1", release_id)
+    await conn.execute("DELETE FROM releases WHERE id = $1", release_id)
+
+
+_ACTIVATION_SELECT = """
+    SELECT a.*, c.slug AS cohort_slug, c.name AS cohort_name, r.version, r.from_version, r.revision,
+           r.software_type
+    FROM activations a JOIN cohorts c ON c.id = a.cohort_id JOIN releases r ON r.id = a.release_id
+"""
+
+
+async def list_activations(conn, project_id: int, *, cohort: str | None = None, version: str | None = None,
+                           from_version: str | None = None, delta: bool = False,
+                           activation_id: int | None = None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        _ACTIVATION_SELECT +
+        " WHERE a.project_id = $1 AND ($2::text IS NULL OR c.slug = $2) AND ($3::text IS NULL OR r.version = $3)"
+        " AND (NOT $5 OR r.from_version IS NOT DISTINCT FROM $4) AND ($6::bigint IS NULL OR a.id = $6)"
+        " ORDER BY a.created_at DESC, a.id DESC",
+        project_id, cohort, version, from_version, delta, activation_id)
+
+
+async def active_activation(conn, release_id: int, cohort_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM activations WHERE release_id = $1 AND cohort_id = $2 AND status = 'active'",
+        release_id, cohort_id)
+
+
+async def create_activation(conn, project_id: int, release_id: int, cohort_id: int, *, type_: str,
+                            rollout_percent: int | None, actor: str) -> int:
+    return await conn.fetchval(
+        "INSERT INTO activations (project_id, release_id, cohort_id, type, rollout_percent, created_by) "
+        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        project_id, release_id, cohort_id, type_, rollout_percent, actor)
+
+
+async def update_activation(conn, activation_id: int, *, type_: str, rollout_percent: int | None) -> None:
+    await conn.execute("UPDATE activations SET type = $2, rollout_percent = $3 WHERE id = $1",
+                       activation_id, type_, rollout_percent)
+
+
+async def pull_activation(conn, activation_id: int, actor: str) -> None:
+    await conn.execute(
+        "UPDATE activations SET status = 'pulled', pulled_by = $2, pulled_at = now() WHERE id = $1",
+        activation_id, actor)
+
+
+async def stage_cohort(conn, cohort_id: int, percent: int) -> int:
+    """Mark exactly round(N * percent / 100) random devices of the cohort as staged, the rest not.
+    Returns the number staged."""
+    total = await conn.fetchval("SELECT count(*) FROM devices WHERE cohort_id = $1", cohort_id)
+    n = int(total * percent / 100 + 0.5)
+    await conn.execute(
+        """
+        WITH pick AS (SELECT id FROM devices WHERE cohort_id = $1 ORDER BY random() LIMIT $2)
+        UPDATE devices d SET staged = (d.id IN (SELECT id FROM pick))
+        WHERE d.cohort_id = $1 AND d.staged IS DISTINCT FROM (d.id IN (SELECT id FROM pick))
+        """, cohort_id, n)
+    return n
+
+
+async def device_row(conn, project_id: int, serial: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        SELECT d.*, c.slug AS cohort_slug, c.name AS cohort_name,
+               coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
+                         WHERE s.device_id = d.id), '{}') AS versions
+        FROM devices d JOIN cohorts c ON c.id = d.cohort_id
+        WHERE d.project_id = $1 AND d.serial = $2
+        """, project_id, serial)
+
+
+async def list_devices(conn, project_id: int, *, cohort: str | None, hardware_version: str | None,
+                       limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
+    where = ("d.project_id = $1 AND ($2::text IS NULL OR c.slug = $2) "
+             "AND ($3::text IS NULL OR d.hardware_version = $3)")
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM devices d JOIN cohorts c ON c.id = d.cohort_id WHERE {where}",
+        project_id, cohort, hardware_version)
+    rows = await conn.fetch(
+        f"""
+        SELECT d.*, c.slug AS cohort_slug, c.name AS cohort_name,
+               coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
+                         WHERE s.device_id = d.id), '{{}}') AS versions
+        FROM devices d JOIN cohorts c ON c.id = d.cohort_id WHERE {where}
+        ORDER BY d.last_seen DESC NULLS LAST, d.id LIMIT $4 OFFSET $5
+        """, project_id, cohort, hardware_version, limit, offset)
+    return total, rows
+
+
+async def create_device(conn, project_id: int, serial: str, hardware_version: str, cohort_id: int) -> bool:
+    """False when the serial exists."""
+    row = await conn.fetchval(
+        "INSERT INTO devices (project_id, serial, hardware_version, cohort_id) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING RETURNING id", project_id, serial, hardware_version, cohort_id)
+    return row is not None
+
+
+async def move_device(conn, project_id: int, serial: str, cohort_id: int) -> None:
+    await conn.execute("UPDATE devices SET cohort_id = $3, staged = false WHERE project_id = $1 AND serial = $2",
+                       project_id, serial, cohort_id)
+
+
+async def audit(conn, project_id: int | None, actor: str, action: str, obj: str,
+                before: Any = None, after: Any = None) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (project_id, actor, action, object, before, after) VALUES ($1, $2, $3, $4, $5, $6)",
+        project_id, actor, action, obj, before, after)

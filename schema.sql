@@ -1,0 +1,216 @@
+-- ota-gateway schema: the one source of DDL. Applied idempotently at every start-up.
+-- Later changes go into numbered migrations recorded in schema_migrations.
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Server-wide settings, e.g. the URL-signing secret shared by every worker and host.
+CREATE TABLE IF NOT EXISTS server_settings (
+    key    text PRIMARY KEY,
+    value  text NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS organizations (
+    id          bigserial PRIMARY KEY,
+    slug        text NOT NULL UNIQUE,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The project slug is also the DDI tenant, so it is unique across organizations.
+CREATE TABLE IF NOT EXISTS projects (
+    id                       bigserial PRIMARY KEY,
+    org_id                   bigint NOT NULL REFERENCES organizations(id),
+    slug                     text NOT NULL UNIQUE,
+    name                     text NOT NULL,
+    strict_semver            boolean NOT NULL DEFAULT false,
+    ddi_software_type        text,
+    ddi_hardware_version     text,
+    resolution_generation    bigint NOT NULL DEFAULT 0,
+    created_at               timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS cohorts (
+    id                    bigserial PRIMARY KEY,
+    project_id            bigint NOT NULL REFERENCES projects(id),
+    slug                  text NOT NULL,
+    name                  text NOT NULL,
+    is_default            boolean NOT NULL DEFAULT false,
+    protected             boolean NOT NULL DEFAULT false,
+    version_checking      boolean NOT NULL DEFAULT true,
+    ddi_polling_interval  integer NOT NULL DEFAULT 43200,
+    ddi_update_type       text NOT NULL DEFAULT 'forced' CHECK (ddi_update_type IN ('attempt', 'forced')),
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (project_id, slug)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cohorts_one_default ON cohorts (project_id) WHERE is_default;
+
+-- Secrets are stored as sha256 hex of the token (tokens are random, high-entropy).
+CREATE TABLE IF NOT EXISTS project_keys (
+    id                  bigserial PRIMARY KEY,
+    project_id          bigint NOT NULL REFERENCES projects(id),
+    name                text NOT NULL DEFAULT '',
+    secret_hash         text NOT NULL UNIQUE,
+    cohort_override_id  bigint REFERENCES cohorts(id),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    revoked_at          timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id                      bigserial PRIMARY KEY,
+    org_id                  bigint NOT NULL REFERENCES organizations(id),
+    name                    text NOT NULL DEFAULT '',
+    secret_hash             text NOT NULL UNIQUE,
+    role                    text NOT NULL DEFAULT 'manager' CHECK (role IN ('viewer', 'editor', 'manager')),
+    can_activate_protected  boolean NOT NULL DEFAULT false,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    revoked_at              timestamptz
+);
+
+-- Users log in with email + secret (HTTP Basic); the secret is stored as a salted scrypt hash.
+CREATE TABLE IF NOT EXISTS users (
+    id           bigserial PRIMARY KEY,
+    org_id       bigint NOT NULL REFERENCES organizations(id),
+    email        text NOT NULL UNIQUE,
+    secret_hash  text NOT NULL,
+    role         text NOT NULL DEFAULT 'editor' CHECK (role IN ('viewer', 'editor', 'manager')),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Hardware versions and software types known to a project (a poll naming others gets 400).
+CREATE TABLE IF NOT EXISTS hardware_versions (
+    project_id  bigint NOT NULL REFERENCES projects(id),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS software_types (
+    project_id  bigint NOT NULL REFERENCES projects(id),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS releases (
+    id                 bigserial PRIMARY KEY,
+    project_id         bigint NOT NULL REFERENCES projects(id),
+    software_type      text NOT NULL,
+    version            text NOT NULL,
+    from_version       text,                       -- set => delta release
+    must_pass_through  boolean NOT NULL DEFAULT false,
+    revision           text NOT NULL DEFAULT '',
+    notes              text NOT NULL DEFAULT '',
+    extra_info         jsonb,
+    created_by         text NOT NULL DEFAULT '',
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS releases_identity
+    ON releases (project_id, software_type, version, coalesce(from_version, ''));
+
+-- Uploaded bytes, content-addressed by sha256 under the storage directory.
+CREATE TABLE IF NOT EXISTS uploads (
+    id          bigserial PRIMARY KEY,
+    project_id  bigint NOT NULL REFERENCES projects(id),
+    token       text NOT NULL UNIQUE,
+    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'complete')),
+    size        bigint,
+    sha256      text,
+    md5         text,
+    sha1        text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS payloads (
+    id                bigserial PRIMARY KEY,
+    release_id        bigint NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    hardware_version  text NOT NULL,
+    firmware_type     text NOT NULL DEFAULT 'firmware',
+    filename          text NOT NULL,
+    size              bigint NOT NULL,
+    sha256            text NOT NULL,
+    md5               text NOT NULL,
+    sha1              text NOT NULL,
+    extra_info        jsonb,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (release_id, hardware_version, firmware_type)
+);
+
+CREATE TABLE IF NOT EXISTS devices (
+    id                   bigserial PRIMARY KEY,
+    project_id           bigint NOT NULL REFERENCES projects(id),
+    serial               text NOT NULL,
+    hardware_version     text,
+    cohort_id            bigint NOT NULL REFERENCES cohorts(id),
+    staged               boolean NOT NULL DEFAULT false,
+    release_override_id  bigint REFERENCES releases(id),
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    last_seen            timestamptz,
+    UNIQUE (project_id, serial)
+);
+-- The gateway mirrors only devices that deviate from their cohort's default answer.
+CREATE INDEX IF NOT EXISTS devices_exceptions ON devices (project_id)
+    WHERE staged OR release_override_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS devices_cohort ON devices (cohort_id);
+
+-- Current version per (device, software type); history appended when it changes.
+CREATE TABLE IF NOT EXISTS device_software (
+    device_id      bigint NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    software_type  text NOT NULL,
+    version        text NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, software_type)
+);
+
+CREATE TABLE IF NOT EXISTS device_version_history (
+    id                bigserial PRIMARY KEY,
+    device_id         bigint NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    software_type     text NOT NULL,
+    version           text NOT NULL,
+    previous_version  text,
+    protocol          text NOT NULL DEFAULT '',
+    seen_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS device_version_history_device ON device_version_history (device_id, seen_at);
+
+CREATE TABLE IF NOT EXISTS activations (
+    id               bigserial PRIMARY KEY,
+    project_id       bigint NOT NULL REFERENCES projects(id),
+    release_id       bigint NOT NULL REFERENCES releases(id),
+    cohort_id        bigint NOT NULL REFERENCES cohorts(id),
+    type             text NOT NULL CHECK (type IN ('normal', 'staged_rollout')),
+    rollout_percent  integer CHECK (rollout_percent BETWEEN 0 AND 100),
+    status           text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'pulled')),
+    created_by       text NOT NULL DEFAULT '',
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    pulled_by        text,
+    pulled_at        timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS activations_one_active ON activations (release_id, cohort_id) WHERE status = 'active';
+
+-- Precomputed decision tables, one per (cohort, software type, hardware version, staged);
+-- rebuilt in the same transaction as every change that can alter an answer.
+CREATE TABLE IF NOT EXISTS resolution_cache (
+    project_id        bigint NOT NULL REFERENCES projects(id),
+    cohort_id         bigint NOT NULL REFERENCES cohorts(id),
+    software_type     text NOT NULL,
+    hardware_version  text NOT NULL,
+    staged            boolean NOT NULL,
+    decision          jsonb NOT NULL,
+    PRIMARY KEY (project_id, cohort_id, software_type, hardware_version, staged)
+);
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    id          bigserial PRIMARY KEY,
+    project_id  bigint REFERENCES projects(id),
+    actor       text NOT NULL,
+    action      text NOT NULL,
+    object      text NOT NULL,
+    before      jsonb,
+    after       jsonb,
+    at          timestamptz NOT NULL DEFAULT now()
+);
