@@ -71,6 +71,18 @@ class BlobStore:
 BLOBS = web.AppKey("blobs", BlobStore)
 
 
+class _CountingFileResponse(web.FileResponse):
+    """FileResponse that adds the body bytes it sends to the artifact-bytes counter."""
+
+    async def prepare(self, request):
+        if self.prepared:  # prepared by the handler with an adjusted request; aiohttp calls again
+            return self._payload_writer
+        writer = await super().prepare(request)
+        if request.method == "GET" and self.status in (200, 206) and self.content_length:
+            METRICS.inc("ota_gateway_artifact_bytes", (), self.content_length)
+        return writer
+
+
 def new_upload_token() -> str:
     return "up_" + secrets.token_urlsafe(18)
 
@@ -110,15 +122,28 @@ async def download(request: web.Request) -> web.StreamResponse:
     path = request.app[BLOBS].path(pl.sha256)
     if not path.exists():
         raise NotFound("artifact bytes are missing from storage")
-    resp = web.FileResponse(path, headers={
+    request = _apply_etag_if_range(request, path)
+    resp = _CountingFileResponse(path, headers={
         "Content-Type": "application/octet-stream",
         "Cache-Control": "private, max-age=3600",
         "X-Checksum-Sha256": pl.sha256,
     })
     await resp.prepare(request)
-    if request.method == "GET" and resp.status in (200, 206) and resp.content_length:
-        METRICS.inc("ota_gateway_artifact_bytes", (), resp.content_length)
     return resp
+
+
+def _apply_etag_if_range(request: web.Request, path: Path) -> web.Request:
+    """aiohttp honours only the date form of If-Range; a stale ETag must get the whole file
+    (RFC 9110 13.1.5), never a range of other bytes."""
+    if_range = request.headers.get("If-Range", "").strip()
+    if not if_range.startswith(('"', "W/")):
+        return request
+    st = path.stat()
+    headers = request.headers.copy()
+    del headers["If-Range"]
+    if if_range != f'"{st.st_mtime_ns:x}-{st.st_size:x}"':
+        headers.popall("Range", None)
+    return request.clone(headers=headers)
 
 
 def setup(app: web.Application) -> None:

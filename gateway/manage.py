@@ -154,7 +154,7 @@ async def ota_payload(request: web.Request) -> web.Response:
     if not isinstance(file, dict):
         raise BadRequest("file is required (an object with token, md5 and name)")
     token = need_str(file, "token", "file.token", charset=None)
-    name = need_str(file, "name", "file.name", charset=None, max_len=255) or "payload.bin"
+    name = need_str(file, "name", "file.name", required=False, charset=None, max_len=255) or "payload.bin"
     if "/" in name or name in (".", ".."):
         raise BadRequest("file.name must be a plain file name")
     sv = body.get("software_version")
