@@ -176,7 +176,8 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
     devices: dict[tuple[int, str], tuple] = {}
     for pid, serial, hw, _sw, _ver, _proto, seen in rows:
         devices[(pid, serial)] = (pid, serial, hw, seen)  # ON CONFLICT can't touch a row twice
-    cols = list(zip(*devices.values()))
+    # a fixed row order keeps concurrent flushes from several workers from deadlocking
+    cols = list(zip(*(devices[k] for k in sorted(devices))))
     async with conn.transaction():
         await conn.execute(
             """
@@ -184,6 +185,7 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
             SELECT t.pid, t.serial, t.hw, c.id, t.seen
             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS t(pid, serial, hw, seen)
             JOIN cohorts c ON c.project_id = t.pid AND c.is_default
+            ORDER BY t.pid, t.serial
             ON CONFLICT (project_id, serial) DO UPDATE
               SET last_seen = EXCLUDED.last_seen,
                   hardware_version = coalesce(devices.hardware_version, EXCLUDED.hardware_version)
@@ -209,7 +211,7 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
               SELECT device_id, sw, version, old, protocol, seen FROM input
             )
             INSERT INTO device_software (device_id, software_type, version, updated_at)
-            SELECT device_id, sw, version, seen FROM input
+            SELECT device_id, sw, version, seen FROM input ORDER BY device_id, sw
             ON CONFLICT (device_id, software_type) DO UPDATE
               SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
             """, vcols[0], vcols[1], vcols[3], vcols[4], vcols[5], vcols[6])

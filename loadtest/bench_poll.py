@@ -1,0 +1,155 @@
+"""Poll-path benchmark: wrk against the gateway's device routes and, in the same run, against a
+bare aiohttp "hello" app with the same worker count and event loop. Prints requests/s, p50/p99
+latency and the ratio poll rps / hello rps.
+
+    .venv/bin/python loadtest/bench_poll.py [--workers 2] [--duration 10] [--connections 64]
+
+Starts its own embedded PostgreSQL and gateway on 127.0.0.1 unless --database-url is given.
+Every run is bounded by --duration per route.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from gateway.pgembed import EmbeddedPostgres, free_port  # noqa: E402
+
+ORG, PROJECT, TOKEN, KEY = "bench-org", "bench", "oat_bench_token", "benchkey0000000000000000000000000"
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+async def seed(base: str, releases: int = 5) -> None:
+    """Full 1.0.0, MPT 1.5.0, full 2.0.0 (+ padding releases) for hardware mp and evt, all active."""
+    p = f"{base}/api/v0/organizations/{ORG}/projects/{PROJECT}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    versions = [("1.0.0", False), ("1.5.0", True), ("2.0.0", False)]
+    versions += [(f"0.{i}.0", False) for i in range(1, max(0, releases - 3) + 1)]
+    async with aiohttp.ClientSession() as s:
+        for version, mpt in versions:
+            for hw in ("mp", "evt"):
+                content = hashlib.sha256(f"{version}{hw}".encode()).digest() * 1000
+                async with s.post(p + "/upload", json={"kind": "OTA_PAYLOAD", "size": len(content)}, headers=auth) as r:
+                    up = (await r.json())["data"]
+                async with s.put(up["upload_url"], data=content) as r:
+                    assert r.status == 200
+                body = {"file": {"token": up["token"], "md5": hashlib.md5(content).hexdigest(), "name": "fw.bin"},
+                        "software_version": {"version": version, "software_type": "main"},
+                        "hardware_version": hw, "must_pass_through": mpt}
+                async with s.post(p + "/releases/ota_payload", json=body, headers=auth) as r:
+                    assert r.status in (200, 201, 409), await r.text()
+            async with s.post(p + "/deployments", json={"type": "normal", "release": version, "cohort": "default"},
+                              headers=auth) as r:
+                assert r.status in (200, 201), await r.text()
+        async with s.post(p + "/devices", json={"device_serial": "DVT-1", "hardware_version": "dvt"},
+                          headers=auth) as r:
+            assert r.status in (201, 409)
+
+
+def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "poll.lua"), url],
+        capture_output=True, text=True, env={**os.environ, **env, "OTA_PATH": path}, timeout=duration + 30)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+
+    def lat(pct: str) -> float:
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", text)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1, help="alternate hello/poll runs this many times")
+    ap.add_argument("--database-url")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is required: apt-get install wrk", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="ota-bench-")
+    pg = None
+    procs: list[subprocess.Popen] = []
+    try:
+        dsn = args.database_url
+        if not dsn:
+            pg = EmbeddedPostgres(tmp)
+            dsn = pg.start()
+        gport, hport = free_port(), free_port()
+        base = f"http://127.0.0.1:{gport}"
+        env = {**os.environ, "DATABASE_URL": dsn, "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN,
+               "OTA_PROJECT_KEY": KEY, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(gport),
+                                       "--workers", str(args.workers), "--data-dir", tmp], env=env))
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
+                                       "--workers", str(args.workers)]))
+        wait_http(base + "/healthz")
+        wait_http(f"http://127.0.0.1:{hport}/")
+        asyncio.run(seed(base))
+        time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
+        wenv = {"OTA_KEY": KEY, "OTA_DEVICES": "100000"}
+        routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
+                  ("/latest/url", base, "/api/v0/releases/latest/url"),
+                  ("/latest", base, "/api/v0/releases/latest")]
+        results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
+        for _ in range(args.rounds):
+            for name, url, path in routes:
+                results[name].append(wrk(url, path, args.duration, args.connections, wenv))
+        print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
+              f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")
+        print(f"{'route':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ratio':>8}")
+
+        def med(name, key):
+            vals = sorted(r[key] for r in results[name])
+            return vals[len(vals) // 2]
+
+        hello = med("hello", "rps")
+        for name, _, _ in routes:
+            print(f"{name:<14}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
+                  f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if pg:
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+-- wrk script: device polls with serials, hardware and current versions drawn from a fleet-like
+-- distribution, so answers mix 200 (update available) and 204 (up to date / no hardware).
+-- Set by the runner through environment: OTA_KEY, OTA_PATH, OTA_DEVICES.
+local key = os.getenv("OTA_KEY")
+local path = os.getenv("OTA_PATH") or "/api/v0/releases/latest/url"
+local devices = tonumber(os.getenv("OTA_DEVICES") or "100000")
+-- most of a fleet is already up to date; some lag behind, a few report nothing
+local versions = {"2.0.0", "2.0.0", "2.0.0", "2.0.0", "2.0.0", "2.0.0", "1.0.0", "1.0.0", "1.5.0", ""}
+local hardware = {"mp", "mp", "mp", "mp", "mp", "mp", "mp", "evt", "evt", "dvt"}
+
+math.randomseed(os.time())
+
+request = function()
+  local v = versions[math.random(#versions)]
+  local q = "?device_serial=D" .. math.random(devices) .. "&hardware_version=" .. hardware[math.random(#hardware)]
+          .. "&software_type=main"
+  if v ~= "" then q = q .. "&current_version=" .. v end
+  return wrk.format("GET", path .. q, {["Memfault-Project-Key"] = key})
+end
