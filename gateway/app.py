@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from aiohttp import web
 
@@ -11,30 +10,10 @@ from . import artifacts, manage, memfault_api, store
 from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
-from .errors import error_middleware, json_response
+from .errors import add_route, json_response, not_found
 from .metrics import METRICS
 from .mirror import Mirror
 from .signing import UrlSigner
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):
-    t0 = time.perf_counter()
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    except BaseException:
-        status = 500
-        raise
-    finally:
-        METRICS.inc("ota_gateway_http_requests", (route, request.method, str(status)))
-        METRICS.observe("ota_gateway_http_request_duration_seconds", (route,), time.perf_counter() - t0)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -103,15 +82,15 @@ async def _write_snapshots() -> None:
 
 def init_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for one gateway process."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware],
-                          client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[artifacts.BLOBS] = artifacts.BlobStore(settings.effective_storage_dir)
     app.cleanup_ctx.append(_resources)
     memfault_api.setup(app)
     manage.setup(app)
     artifacts.setup(app)
-    app.router.add_get("/metrics", metrics_view)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    add_route(app, "GET", "/metrics", metrics_view)
+    add_route(app, "GET", "/healthz", healthz)
+    add_route(app, "GET", "/readyz", readyz)
+    add_route(app, "*", "/{tail:.*}", not_found)  # JSON 404 for anything else
     return app

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import store
 from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
-from .errors import BadRequest, Forbidden, NotFound, TooLarge
+from .errors import Forbidden, NotFound, TooLarge, add_route
 from .metrics import METRICS
 
 CHUNK = 256 * 1024
@@ -147,5 +147,5 @@ def _apply_etag_if_range(request: web.Request, path: Path) -> web.Request:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_put("/api/v0/uploads/{token}", put_upload)
-    app.router.add_get("/dl/{payload_id}/{filename}", download)
+    add_route(app, "PUT", "/api/v0/uploads/{token}", put_upload)
+    add_route(app, "GET", "/dl/{payload_id}/{filename}", download)

@@ -2,8 +2,10 @@
 
 A poll only records (serial, hardware, software type, version) in a dict; a background task
 writes the batch in one transaction at least once per interval. Repeated polls of one device
-within an interval coalesce into one row. When the buffer holds `max_size` devices, pollers
-wait for the next flush (back-pressure) instead of dropping check-ins.
+within an interval coalesce into one row, and a device whose hardware and version are what this
+process last wrote, less than `last_seen_granularity` ago, is not written again: the write rate
+follows change, not polls. When the buffer holds `max_size` devices, pollers wait for the next
+flush (back-pressure) instead of dropping check-ins.
 """
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ log = logging.getLogger(__name__)
 
 class CheckinBuffer:
     def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 200_000,
-                 last_seen_granularity: float = 300.0):
+                 last_seen_granularity: float = 300.0, remember: int = 500_000):
         self.pool = pool
         self.interval = interval
         self.max_size = max_size
         self.last_seen_granularity = last_seen_granularity
         self._rows: dict[tuple[int, str, str], tuple] = {}
+        # what this process last wrote per device: (hardware, version, time); bounded by `remember`
+        self._written: dict[tuple[int, str, str], tuple] = {}
+        self.remember = remember
+        self.skipped = 0
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task | None = None
@@ -40,11 +46,21 @@ class CheckinBuffer:
     def add(self, project_id: int, serial: str, hardware_version: str | None, software_type: str,
             version: str | None, protocol: str) -> None:
         """Record a check-in; never blocks (see `room`)."""
-        self._rows[(project_id, serial, software_type)] = (
-            project_id, serial, hardware_version, software_type, version, protocol, time.time())
+        key = (project_id, serial, software_type)
+        now = time.time()
+        last = self._written.get(key)
+        if last is not None and last[0] == hardware_version and last[1] == version \
+                and now - last[2] < self.last_seen_granularity:
+            self.skipped += 1
+            return
+        self._rows[key] = (project_id, serial, hardware_version, software_type, version, protocol, now)
         if len(self._rows) >= self.max_size:
             self._room.clear()
             self._kick.set()
+
+    @property
+    def accepting(self) -> bool:
+        return self._room.is_set()
 
     async def room(self) -> None:
         """Wait until the buffer accepts more check-ins (immediate unless it is full)."""
@@ -86,6 +102,10 @@ class CheckinBuffer:
                 if len(self._rows) >= self.max_size:
                     self._room.clear()
                 raise
+            if len(self._written) + len(batch) > self.remember:
+                self._written.clear()  # bounded memory; the cost is one extra write per device
+            for key, (_pid, _serial, hw, _sw, ver, _proto, ts) in batch.items():
+                self._written[key] = (hw, ver, ts)
             METRICS.observe_flush(time.perf_counter() - t0, len(rows))
             return len(rows)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 from aiohttp import web
@@ -57,18 +58,48 @@ def error_response(status: int, message: str, type_: str, headers: dict | None =
     return json_response({"error": {"message": message, "type": type_}}, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """Turn ApiError and aiohttp's own HTTP errors into JSON; log unexpected failures once."""
-    try:
-        return await handler(request)
-    except ApiError as e:
-        return error_response(e.status, e.message, e.type, e.headers)
-    except web.HTTPException as e:
-        if e.status < 400 or e.empty_body:
-            raise
-        return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), dict(e.headers))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.match_info.route.resource
-                      and request.match_info.route.resource.canonical)
-        return error_response(500, "internal server error", "internal_error")
+def instrument(route: str, handler):
+    """Wrap a handler with the JSON error shape and request metrics.
+
+    A per-handler wrapper instead of app middlewares: aiohttp's middleware chain costs several
+    microseconds per request, which the poll path cannot afford."""
+    from .metrics import METRICS  # local: metrics imports nothing from here, keep it one-way
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except ApiError as e:
+            status = e.status
+            return error_response(e.status, e.message, e.type, e.headers)
+        except web.HTTPException as e:
+            status = e.status
+            if e.status < 400 or e.empty_body:
+                raise
+            return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), dict(e.headers))
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, route)
+            return error_response(500, "internal server error", "internal_error")
+        finally:
+            METRICS.inc("ota_gateway_http_requests", (route, request.method, str(status)))
+            METRICS.observe("ota_gateway_http_request_duration_seconds", (route,), time.perf_counter() - t0)
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def add_route(app: web.Application, method: str, path: str, handler) -> None:
+    """Register an instrumented handler; GET also answers HEAD."""
+    h = instrument(path, handler)
+    if method == "GET":
+        app.router.add_get(path, h)
+    else:
+        app.router.add_route(method, path, h)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise NotFound(f"no route for {request.method} {request.path}")

@@ -14,7 +14,7 @@ from aiohttp import web
 from . import store
 from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import new_upload_token
-from .errors import ApiError, BadRequest, Conflict, NotFound, json_response
+from .errors import ApiError, BadRequest, Conflict, NotFound, add_route, json_response
 from .manage_auth import project_for
 from .mirror import SERIAL_RE_TEXT
 from .versions import check_version
@@ -515,22 +515,21 @@ async def patch_device(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    r = app.router
-    r.add_get(P, get_project)
-    r.add_get(P + "/software_type_values", software_type_values)
-    r.add_get(P + "/software_types/{type}/software_versions/{version}", software_version)
-    r.add_post(P + "/upload", create_upload)
-    r.add_post(P + "/releases/ota_payload", ota_payload)
-    r.add_get(P + "/releases", list_releases)
-    r.add_get(P + "/releases/{release}", get_release)
-    r.add_delete(P + "/releases/{release}", delete_release)
-    r.add_get(P + "/deployments", list_deployments)
-    r.add_post(P + "/deployments", create_deployment)
-    r.add_delete(P + "/deployments/{id}", delete_deployment)
-    r.add_get(P + "/cohorts", list_cohorts)
-    r.add_post(P + "/cohorts", create_cohort)
-    r.add_get(P + "/cohorts/{cohort}", get_cohort)
-    r.add_get(P + "/devices", list_devices)
-    r.add_post(P + "/devices", create_device)
-    r.add_get(P + "/devices/{serial}", get_device)
-    r.add_patch(P + "/devices/{serial}", patch_device)
+    add_route(app, "GET", P, get_project)
+    add_route(app, "GET", P + "/software_type_values", software_type_values)
+    add_route(app, "GET", P + "/software_types/{type}/software_versions/{version}", software_version)
+    add_route(app, "POST", P + "/upload", create_upload)
+    add_route(app, "POST", P + "/releases/ota_payload", ota_payload)
+    add_route(app, "GET", P + "/releases", list_releases)
+    add_route(app, "GET", P + "/releases/{release}", get_release)
+    add_route(app, "DELETE", P + "/releases/{release}", delete_release)
+    add_route(app, "GET", P + "/deployments", list_deployments)
+    add_route(app, "POST", P + "/deployments", create_deployment)
+    add_route(app, "DELETE", P + "/deployments/{id}", delete_deployment)
+    add_route(app, "GET", P + "/cohorts", list_cohorts)
+    add_route(app, "POST", P + "/cohorts", create_cohort)
+    add_route(app, "GET", P + "/cohorts/{cohort}", get_cohort)
+    add_route(app, "GET", P + "/devices", list_devices)
+    add_route(app, "POST", P + "/devices", create_device)
+    add_route(app, "GET", P + "/devices/{serial}", get_device)
+    add_route(app, "PATCH", P + "/devices/{serial}", patch_device)

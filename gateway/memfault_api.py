@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from .appkeys import CHECKINS, MIRROR, SIGNER
-from .errors import error_response
+from .errors import add_route, error_response
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
@@ -93,7 +93,8 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
         resp = web.Response(status=204, headers={"memfault-reason": decision.reason, "Cache-Control": _NO_STORE})
     else:
         resp = _render(request, rel, pl, decision.reason, as_url)
-    await checkins.room()
+    if not checkins.accepting:
+        await checkins.room()
     return resp
 
 
@@ -125,5 +126,5 @@ async def latest_url(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/v0/releases/latest", latest)
-    app.router.add_get("/api/v0/releases/latest/url", latest_url)
+    add_route(app, "GET", "/api/v0/releases/latest", latest)
+    add_route(app, "GET", "/api/v0/releases/latest/url", latest_url)

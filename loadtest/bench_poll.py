@@ -92,6 +92,9 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="alternate hello/poll runs this many times")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="seconds of unmeasured polling first, so the fleet is known (steady state)")
+    ap.add_argument("--devices", type=int, default=100_000, help="distinct serials polling")
     ap.add_argument("--database-url")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -117,7 +120,10 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{hport}/")
         asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
-        wenv = {"OTA_KEY": KEY, "OTA_DEVICES": "100000"}
+        wenv = {"OTA_KEY": KEY, "OTA_DEVICES": str(args.devices)}
+        if args.warmup:
+            wrk(base, "/api/v0/releases/latest/url", args.warmup, args.connections, wenv)
+            time.sleep(1.5)  # let the last check-in flush land
         routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
                   ("/latest/url", base, "/api/v0/releases/latest/url"),
                   ("/latest", base, "/api/v0/releases/latest")]
@@ -126,6 +132,7 @@ def main() -> int:
             for name, url, path in routes:
                 results[name].append(wrk(url, path, args.duration, args.connections, wenv))
         print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
+              f"devices={args.devices} warmup={args.warmup}s "
               f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")
         print(f"{'route':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ratio':>8}")
 

@@ -10,9 +10,12 @@ local hardware = {"mp", "mp", "mp", "mp", "mp", "mp", "mp", "evt", "evt", "dvt"}
 
 math.randomseed(os.time())
 
+-- a device's hardware and version are a function of its serial, as in a real fleet: the same
+-- device reports the same version on every poll until it updates
 request = function()
-  local v = versions[math.random(#versions)]
-  local q = "?device_serial=D" .. math.random(devices) .. "&hardware_version=" .. hardware[math.random(#hardware)]
+  local i = math.random(devices)
+  local v = versions[(i % #versions) + 1]
+  local q = "?device_serial=D" .. i .. "&hardware_version=" .. hardware[((i * 7) % #hardware) + 1]
           .. "&software_type=main"
   if v ~= "" then q = q .. "&current_version=" .. v end
   return wrk.format("GET", path .. q, {["Memfault-Project-Key"] = key})
