@@ -72,7 +72,37 @@ async def get_project(request: web.Request) -> web.Response:
     _, p = await project_for(request)
     return data({"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
                  "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
+                 "ddi_software_type": p["ddi_software_type"], "ddi_hardware_version": p["ddi_hardware_version"],
                  "created_date": _iso(p["created_at"])})
+
+
+async def patch_project(request: web.Request) -> web.Response:
+    """PATCH P: project settings (strict_semver, ddi_software_type, ddi_hardware_version)."""
+    ident, p = await project_for(request)
+    ident.require("manager")
+    body = await body_json(request)
+    changes: dict = {}
+    if "strict_semver" in body:
+        if not isinstance(body["strict_semver"], bool):
+            raise BadRequest("strict_semver must be a boolean")
+        changes["strict_semver"] = body["strict_semver"]
+    for key in ("ddi_software_type", "ddi_hardware_version"):
+        if key in body:
+            changes[key] = need_str(body, key, required=False)
+    unknown = set(body) - {"strict_semver", "ddi_software_type", "ddi_hardware_version"}
+    if unknown:
+        raise BadRequest(f"unknown project setting(s): {', '.join(sorted(unknown))}")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await store.update_project(conn, p["id"], changes)
+        for key in ("ddi_software_type", "ddi_hardware_version"):
+            if changes.get(key):
+                add = store.add_software_type if key == "ddi_software_type" else store.add_hardware_version
+                await add(conn, p["id"], changes[key])
+        await store.audit(conn, p["id"], ident.actor, "project.update", f"project:{p['slug']}",
+                          {k: p[k] for k in changes}, changes)
+        await store.notify(conn, f"project:{p['id']}")
+    await refresh(request, f"project:{p['id']}")
+    return await get_project(request)
 
 
 async def software_type_values(request: web.Request) -> web.Response:
@@ -516,6 +546,7 @@ async def patch_device(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     add_route(app, "GET", P, get_project)
+    add_route(app, "PATCH", P, patch_project)
     add_route(app, "GET", P + "/software_type_values", software_type_values)
     add_route(app, "GET", P + "/software_types/{type}/software_versions/{version}", software_version)
     add_route(app, "POST", P + "/upload", create_upload)

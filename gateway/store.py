@@ -108,6 +108,15 @@ async def user_identity(conn, email: str) -> asyncpg.Record | None:
         "FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.email = $1", email)
 
 
+_PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version"}
+
+
+async def update_project(conn, project_id: int, changes: dict) -> None:
+    for key, value in changes.items():
+        assert key in _PROJECT_SETTINGS  # column names are never taken from input
+        await conn.execute(f"UPDATE projects SET {key} = $2 WHERE id = $1", project_id, value)
+
+
 async def project_by_slugs(conn, org_slug: str, project_slug: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT p.*, o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id "

@@ -235,3 +235,18 @@ async def test_software_type_cosmetic_routes(client):
     assert r.status == 200 and {"name": "fw"} in (await r.json())["data"]
     r = await client.get(P + "/software_types/fw/software_versions/5.0.0", headers=auth_headers())
     assert r.status == 200
+
+
+async def test_project_settings_strict_semver(client):
+    r = await client.patch(P, json={"strict_semver": True}, headers=auth_headers())
+    assert r.status == 200 and (await r.json())["data"]["strict_semver"] is True
+    err = await upload_release(client, b"N" * 100, version="3.4.0.2", software_type="fw", hardware_version="mp",
+                               expect=400)
+    assert "software_version.version" in err["error"]["message"]
+    r = await client.patch(P, json={"strict_semver": False, "ddi_software_type": "linux"}, headers=auth_headers())
+    assert r.status == 200 and (await r.json())["data"]["ddi_software_type"] == "linux"
+    await upload_release(client, b"N" * 100, version="3.4.0.2", software_type="fw", hardware_version="mp")
+    r = await client.patch(P, json={"nope": 1}, headers=auth_headers())
+    assert r.status == 400 and "nope" in (await r.json())["error"]["message"]
+    r = await client.patch(P, json={"strict_semver": "yes"}, headers=auth_headers())
+    assert r.status == 400 and "strict_semver" in (await r.json())["error"]["message"]
