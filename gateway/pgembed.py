@@ -114,7 +114,7 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Initialise (first time) and start the cluster; return a DSN for the `ota` database."""
         if self.bindir is None:
-            raise PostgresUnavailable(INSTALL_HINT)
+            return self._start_pgserver()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o755)  # the server user must reach pgdata inside it
         password = self._password()
@@ -148,6 +148,16 @@ class EmbeddedPostgres:
         self._ensure_database()
         return self.dsn
 
+    def _start_pgserver(self) -> str:
+        """Fallback for machines without PostgreSQL binaries: the `pgserver` wheel (optional extra)."""
+        try:
+            import pgserver
+        except ImportError:
+            raise PostgresUnavailable(INSTALL_HINT) from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._pgserver = pgserver.get_server(str(self.data_dir / "pgserver"), cleanup_mode="stop")
+        return self._pgserver.get_uri()
+
     def _ensure_database(self) -> None:
         import asyncio
 
@@ -166,6 +176,10 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Fast shutdown (aborts clients, checkpoints); safe to call twice."""
+        server = getattr(self, "_pgserver", None)
+        if server is not None:
+            server.cleanup()
+            self._pgserver = None
         if self._started:
             self._cmd(str(self.bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.pgdata), check=False)
             self._started = False

@@ -182,3 +182,42 @@ async def test_metrics_aggregate_across_workers(gateways):
     assert "ota_gateway_http_request_duration_seconds_bucket" in text
     assert "ota_gateway_checkin_buffer_depth" in text
     assert "M1" not in text  # never a serial as a label
+
+
+async def test_sigterm_flushes_buffered_checkins(database_url, data_dir):
+    """Check-ins still in the write-behind buffer are written on a graceful shutdown."""
+    import asyncpg
+
+    os.environ["OTA_FLUSH_INTERVAL"] = "3600"  # only the shutdown flush can write them
+    try:
+        gw = Gateway(database_url, data_dir, workers=2)
+    finally:
+        del os.environ["OTA_FLUSH_INTERVAL"]
+    try:
+        gw.wait_ready()
+        async with aiohttp.ClientSession() as s:
+            # make the software type and hardware version known to the project
+            async with s.patch(gw.url + f"/api/v0/organizations/{ORG}/projects/{PROJECT}",
+                               json={"ddi_software_type": "shut-fw", "ddi_hardware_version": "shut-hw"},
+                               headers={"Authorization": f"Bearer {ORG_TOKEN}"}) as r:
+                assert r.status == 200
+            for i in range(40):
+                status, _ = await latest(s, gw, f"SHUT{i}", "1.0.0", sw="shut-fw", hw="shut-hw")
+                if status == 400:  # the other worker has not taken the NOTIFY yet: bounded retry
+                    for _ in range(100):
+                        status, _ = await latest(s, gw, f"SHUT{i}", "1.0.0", sw="shut-fw", hw="shut-hw")
+                        if status != 400:
+                            break
+                assert status == 204
+    finally:
+        out = gw.stop()
+    assert gw.proc.returncode == 0, out
+    conn = await asyncpg.connect(database_url)
+    try:
+        n = await conn.fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'SHUT%'")
+        versions = await conn.fetchval(
+            "SELECT count(*) FROM device_software s JOIN devices d ON d.id = s.device_id "
+            "WHERE d.serial LIKE 'SHUT%' AND s.version = '1.0.0'")
+    finally:
+        await conn.close()
+    assert (n, versions) == (40, 40)
