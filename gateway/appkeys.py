@@ -7,10 +7,10 @@ import asyncpg
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .checkins import CheckinBuffer
-    from .config import Settings
-    from .mirror import Mirror
-    from .signing import UrlSigner
+    from .checkins import CheckinBuffer  # noqa: F401
+    from .config import Settings  # noqa: F401
+    from .mirror import Mirror  # noqa: F401
+    from .signing import UrlSigner  # noqa: F401
 
 SETTINGS = web.AppKey("settings", "Settings")
 POOL = web.AppKey("pool", asyncpg.Pool)

@@ -1,4 +1,5 @@
-"""Management REST API, shaped like Memfault's so memfault-cli works unmodified.
+"""Management REST API, shaped like Memfault's so memfault-cli works unmodified: projects,
+uploads, releases and deployments (activations).
 
 Everything lives under /api/v0/organizations/{org}/projects/{project} with a {"data": ...}
 envelope. Writes that can change what a device gets rebuild the resolution cache inside their
@@ -6,64 +7,15 @@ own transaction (store.rebuild_resolution), which notifies every gateway process
 """
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
 from . import store
-from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
+from .appkeys import POOL, SETTINGS, SIGNER
 from .artifacts import new_upload_token
-from .errors import ApiError, BadRequest, Conflict, NotFound, add_route, json_response
+from .errors import ApiError, BadRequest, Conflict, NotFound, add_route
 from .manage_auth import project_for
-from .mirror import SERIAL_RE_TEXT
+from .manage_common import P, body_json, data, iso, need_str, refresh
 from .versions import check_version
-
-P = "/api/v0/organizations/{org}/projects/{project}"
-_SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+:")
-
-
-def data(obj: Any, status: int = 200) -> web.Response:
-    return json_response({"data": obj}, status=status)
-
-
-async def body_json(request: web.Request) -> dict:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
-
-
-def need_str(obj: dict, key: str, label: str | None = None, *, required: bool = True,
-             charset: set | None = _NAME_CHARS, max_len: int = 128) -> str | None:
-    label = label or key
-    v = obj.get(key)
-    if v is None or v == "":
-        if required:
-            raise BadRequest(f"{label} is required")
-        return None
-    if not isinstance(v, str):
-        raise BadRequest(f"{label} must be a string")
-    if len(v) > max_len or (charset is not None and not set(v) <= charset):
-        raise BadRequest(f"{label} must be 1-{max_len} characters of [a-zA-Z0-9-_.+:]"
-                         if charset is _NAME_CHARS else f"{label} is invalid")
-    return v
-
-
-async def refresh(request: web.Request, *messages: str) -> None:
-    """Read-your-writes: reload this process's mirror now; other processes follow the NOTIFY."""
-    await request.app[MIRROR].apply(set(messages))
-
-
-def _iso(ts) -> str | None:
-    return ts.isoformat() if ts is not None else None
 
 
 # -- projects, software types ----------------------------------------------------------------
@@ -73,7 +25,7 @@ async def get_project(request: web.Request) -> web.Response:
     return data({"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
                  "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
                  "ddi_software_type": p["ddi_software_type"], "ddi_hardware_version": p["ddi_hardware_version"],
-                 "created_date": _iso(p["created_at"])})
+                 "created_date": iso(p["created_at"])})
 
 
 async def patch_project(request: web.Request) -> web.Response:
@@ -145,8 +97,8 @@ def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
         "delta_from": r["from_version"], "is_delta": r["from_version"] is not None,
         "must_pass_through": r["must_pass_through"], "revision": r["revision"], "notes": r["notes"],
         "extra_info": r["extra_info"], "created_by": r["created_by"],
-        "created_date": r["created_at"] if isinstance(r["created_at"], str) else _iso(r["created_at"]),
-        "updated_date": r["updated_at"] if isinstance(r["updated_at"], str) else _iso(r["updated_at"]),
+        "created_date": r["created_at"] if isinstance(r["created_at"], str) else iso(r["created_at"]),
+        "updated_date": r["updated_at"] if isinstance(r["updated_at"], str) else iso(r["updated_at"]),
         "artifacts": [{"id": pl["id"], "type": pl["firmware_type"], "hardware_version": pl["hardware_version"],
                        "filename": pl["filename"], "file_size": pl["size"], "md5": pl["md5"], "sha1": pl["sha1"],
                        "sha256": pl["sha256"], "extra_info": pl["extra_info"]} for pl in (payloads or [])],
@@ -316,8 +268,8 @@ def deployment_json(a) -> dict:
         "release": {"id": a["release_id"], "version": a["version"], "revision": a["revision"],
                     "software_type": a["software_type"], "delta_from": a["from_version"]},
         "cohort": {"id": a["cohort_id"], "slug": a["cohort_slug"], "name": a["cohort_name"]},
-        "deployer": a["created_by"], "deployed_date": _iso(a["created_at"]),
-        "deactivated_by": a["pulled_by"], "deactivated_date": _iso(a["pulled_at"]),
+        "deployer": a["created_by"], "deployed_date": iso(a["created_at"]),
+        "deactivated_by": a["pulled_by"], "deactivated_date": iso(a["pulled_at"]),
     }
 
 
@@ -414,136 +366,6 @@ async def delete_deployment(request: web.Request) -> web.Response:
     return data(deployment_json(row))
 
 
-# -- cohorts ----------------------------------------------------------------------------------
-
-def cohort_json(c) -> dict:
-    out = {"id": c["id"], "slug": c["slug"], "name": c["name"], "is_default": c["is_default"],
-           "protected": c["protected"], "version_checking": c["version_checking"],
-           "ddi_polling_interval": c["ddi_polling_interval"], "ddi_update_type": c["ddi_update_type"],
-           "created_date": _iso(c["created_at"])}
-    if "device_count" in c.keys():
-        out["device_count"] = c["device_count"]
-    return out
-
-
-async def list_cohorts(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    return data([cohort_json(c) for c in await store.list_cohorts(request.app[POOL], p["id"])])
-
-
-async def create_cohort(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
-    body = await body_json(request)
-    slug = need_str(body, "slug", charset=_SLUG_CHARS, required=False)
-    name = need_str(body, "name", charset=None, required=slug is None) or slug
-    slug = slug or "".join(ch if ch in _SLUG_CHARS else "-" for ch in name.lower())
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await store.create_cohort(conn, p["id"], slug, name)
-        if row is None:
-            raise Conflict(f"cohort {slug!r} already exists")
-        await store.audit(conn, p["id"], ident.actor, "cohort.create", f"cohort:{slug}", None, {"name": name})
-        await store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
-    return data(cohort_json(row), status=201)
-
-
-async def get_cohort(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    slug = request.match_info["cohort"]
-    row = next((c for c in await store.list_cohorts(request.app[POOL], p["id"]) if c["slug"] == slug), None)
-    if row is None:
-        raise NotFound(f"cohort {slug!r} not found")
-    return data(cohort_json(row))
-
-
-# -- devices ----------------------------------------------------------------------------------
-
-def device_json(d) -> dict:
-    return {"device_serial": d["serial"], "hardware_version": d["hardware_version"],
-            "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
-            "staged": d["staged"], "release_override_id": d["release_override_id"],
-            "software_versions": d["versions"], "last_seen": _iso(d["last_seen"]),
-            "created_date": _iso(d["created_at"])}
-
-
-async def list_devices(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    q = request.query
-    try:
-        limit = min(int(q.get("per_page", q.get("limit", 100))), 1000)
-        page = max(int(q.get("page", 1)), 1)
-    except ValueError:
-        raise BadRequest("per_page and page must be integers") from None
-    total, rows = await store.list_devices(request.app[POOL], p["id"], cohort=q.get("cohort") or None,
-                                           hardware_version=q.get("hardware_version") or None,
-                                           limit=limit, offset=(page - 1) * limit)
-    return json_response({"data": [device_json(r) for r in rows], "paging": {"total_count": total, "page": page,
-                                                                             "per_page": limit}})
-
-
-async def create_device(request: web.Request) -> web.Response:
-    """Factory provisioning: serial + hardware version (+ cohort)."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
-    serial = need_str(body, "device_serial", charset=None)
-    if not SERIAL_RE_TEXT.match(serial):
-        raise BadRequest("device_serial must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
-    hw = need_str(body, "hardware_version")
-    cohort_slug = body.get("cohort") or "default"
-    if isinstance(cohort_slug, dict):
-        cohort_slug = cohort_slug.get("slug")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        cohort = await store.cohort_by_slug(conn, p["id"], cohort_slug) if isinstance(cohort_slug, str) else None
-        if cohort is None:
-            raise BadRequest(f"cohort {cohort_slug!r} not found")
-        if not await store.create_device(conn, p["id"], serial, hw, cohort["id"]):
-            raise Conflict(f"device {serial} already exists")
-        await store.add_hardware_version(conn, p["id"], hw)
-        await store.audit(conn, p["id"], ident.actor, "device.create", f"device:{serial}", None,
-                          {"hardware_version": hw, "cohort": cohort["slug"]})
-        await store.notify(conn, f"project:{p['id']}")
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"project:{p['id']}", f"device:{p['id']}:{serial}")
-    return data(device_json(row), status=201)
-
-
-async def get_device(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    row = await store.device_row(request.app[POOL], p["id"], request.match_info["serial"])
-    if row is None:
-        raise NotFound(f"device {request.match_info['serial']} not found")
-    return data(device_json(row))
-
-
-async def patch_device(request: web.Request) -> web.Response:
-    """PATCH {"cohort": slug} moves a device (and un-stages it)."""
-    ident, p = await project_for(request)
-    serial = request.match_info["serial"]
-    body = await body_json(request)
-    if "hardware_version" in body:
-        raise BadRequest("hardware_version is immutable")
-    slug = body.get("cohort")
-    if isinstance(slug, dict):
-        slug = slug.get("slug")
-    if not isinstance(slug, str) or not slug:
-        raise BadRequest("cohort is required (a cohort slug)")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        before = await store.device_row(conn, p["id"], serial)
-        if before is None:
-            raise NotFound(f"device {serial} not found")
-        cohort = await store.cohort_by_slug(conn, p["id"], slug)
-        if cohort is None:
-            raise BadRequest(f"cohort {slug!r} not found")
-        await store.move_device(conn, p["id"], serial, cohort["id"])
-        await store.audit(conn, p["id"], ident.actor, "device.move", f"device:{serial}",
-                          {"cohort": before["cohort_slug"]}, {"cohort": slug})
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"device:{p['id']}:{serial}")
-    return data(device_json(row))
-
-
 def setup(app: web.Application) -> None:
     add_route(app, "GET", P, get_project)
     add_route(app, "PATCH", P, patch_project)
@@ -557,10 +379,3 @@ def setup(app: web.Application) -> None:
     add_route(app, "GET", P + "/deployments", list_deployments)
     add_route(app, "POST", P + "/deployments", create_deployment)
     add_route(app, "DELETE", P + "/deployments/{id}", delete_deployment)
-    add_route(app, "GET", P + "/cohorts", list_cohorts)
-    add_route(app, "POST", P + "/cohorts", create_cohort)
-    add_route(app, "GET", P + "/cohorts/{cohort}", get_cohort)
-    add_route(app, "GET", P + "/devices", list_devices)
-    add_route(app, "POST", P + "/devices", create_device)
-    add_route(app, "GET", P + "/devices/{serial}", get_device)
-    add_route(app, "PATCH", P + "/devices/{serial}", patch_device)

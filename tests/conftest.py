@@ -9,12 +9,10 @@ import os
 import re
 import shutil
 import tempfile
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from gateway import store
 from gateway.cli import prepare_database
 from gateway.config import Settings
 from gateway.pgembed import EmbeddedPostgres

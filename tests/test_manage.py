@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from conftest import ORG_TOKEN, P, PROJECT_KEY, auth_headers, basic_token_headers, deploy, upload_release
+from conftest import P, PROJECT_KEY, auth_headers, basic_token_headers, deploy, upload_release
 
 from gateway.appkeys import POOL
 
