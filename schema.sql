@@ -204,6 +204,39 @@ CREATE TABLE IF NOT EXISTS resolution_cache (
     PRIMARY KEY (project_id, cohort_id, software_type, hardware_version, staged)
 );
 
+-- A cohort may require a second identity to approve activation changes.
+ALTER TABLE cohorts ADD COLUMN IF NOT EXISTS requires_approval boolean NOT NULL DEFAULT false;
+
+-- Every change to an activation: created, rollout changed, pulled (who, when, before/after).
+CREATE TABLE IF NOT EXISTS activation_events (
+    id             bigserial PRIMARY KEY,
+    project_id     bigint NOT NULL REFERENCES projects(id),
+    activation_id  bigint NOT NULL,
+    action         text NOT NULL,
+    actor          text NOT NULL,
+    before         jsonb,
+    after          jsonb,
+    at             timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS activation_events_project ON activation_events (project_id, at);
+
+-- Activation changes waiting for a second identity's approval.
+CREATE TABLE IF NOT EXISTS activation_requests (
+    id               bigserial PRIMARY KEY,
+    project_id       bigint NOT NULL REFERENCES projects(id),
+    cohort_id        bigint NOT NULL REFERENCES cohorts(id),
+    release_id       bigint NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    action           text NOT NULL CHECK (action IN ('activate', 'deactivate')),
+    type             text NOT NULL DEFAULT 'normal',
+    rollout_percent  integer,
+    activation_id    bigint,
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
+    requested_by     text NOT NULL,
+    decided_by       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    decided_at       timestamptz
+);
+
 CREATE TABLE IF NOT EXISTS audit_log (
     id          bigserial PRIMARY KEY,
     project_id  bigint REFERENCES projects(id),
@@ -214,3 +247,4 @@ CREATE TABLE IF NOT EXISTS audit_log (
     after       jsonb,
     at          timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX IF NOT EXISTS audit_log_project ON audit_log (project_id, id);

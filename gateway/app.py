@@ -6,7 +6,7 @@ import contextlib
 
 from aiohttp import web
 
-from . import artifacts, manage, manage_fleet, memfault_api, store
+from . import artifacts, manage, manage_deploy, manage_fleet, memfault_api, store
 from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
@@ -89,6 +89,7 @@ def init_app(settings: Settings) -> web.Application:
     memfault_api.setup(app)
     manage.setup(app)
     manage_fleet.setup(app)
+    manage_deploy.setup(app)
     artifacts.setup(app)
     add_route(app, "GET", "/metrics", metrics_view)
     add_route(app, "GET", "/healthz", healthz)

@@ -210,7 +210,8 @@ class Mirror:
                 self._wake.set()
 
     async def apply(self, messages: set[str]) -> None:
-        """Reload what the messages name: `keys`, `project:<id>`, `device:<project>:<serial>`."""
+        """Reload what the messages name: `keys`, `project:<id>`, `device:<project>:<serial>`,
+        `devices:<project>` (every exception), `cohort-devices:<project>:<cohort>`."""
         t0 = time.perf_counter()
         async with self._pool.acquire() as conn:
             if "keys" in messages:
@@ -224,6 +225,9 @@ class Mirror:
                     await self._load_device(conn, int(pid), serial)
                 elif kind == "devices":
                     await self._load_project(conn, int(rest), keep_devices=False)
+                elif kind == "cohort-devices":
+                    pid, _, cohort = rest.partition(":")
+                    await self._load_cohort_devices(conn, int(pid), int(cohort))
         self.reloads += 1
         self.last_reload_seconds = time.perf_counter() - t0
 
@@ -250,6 +254,16 @@ class Mirror:
         view = build_project_view(state, devices)
         self.projects[project_id] = view
         self.by_slug[view.slug] = view
+
+    async def _load_cohort_devices(self, conn, project_id: int, cohort_id: int) -> None:
+        """Re-mirror one cohort's exceptions (after staging), leaving the rest of the fleet alone."""
+        view = self.projects.get(project_id)
+        if view is None:
+            return
+        rows = await store.load_cohort_exceptions(conn, project_id, cohort_id)
+        devices = {s: d for s, d in view.devices.items() if d.cohort_id != cohort_id}
+        devices.update((r["serial"], _device_view(r)) for r in rows)
+        view.devices = devices
 
     async def _load_device(self, conn, project_id: int, serial: str) -> None:
         view = self.projects.get(project_id)

@@ -496,3 +496,193 @@ async def audit(conn, project_id: int | None, actor: str, action: str, obj: str,
     await conn.execute(
         "INSERT INTO audit_log (project_id, actor, action, object, before, after) VALUES ($1, $2, $3, $4, $5, $6)",
         project_id, actor, action, obj, before, after)
+
+
+# -- activation history and approvals ------------------------------------------------------------
+
+async def activation_event(conn, project_id: int, activation_id: int, action: str, actor: str,
+                           before: Any = None, after: Any = None) -> None:
+    await conn.execute(
+        "INSERT INTO activation_events (project_id, activation_id, action, actor, before, after) "
+        "VALUES ($1, $2, $3, $4, $5, $6)", project_id, activation_id, action, actor, before, after)
+
+
+async def list_activation_events(conn, project_id: int, *, limit: int, offset: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT e.*, r.version, r.from_version, r.software_type, c.slug AS cohort_slug
+        FROM activation_events e
+        LEFT JOIN activations a ON a.id = e.activation_id
+        LEFT JOIN releases r ON r.id = a.release_id
+        LEFT JOIN cohorts c ON c.id = a.cohort_id
+        WHERE e.project_id = $1 ORDER BY e.id DESC LIMIT $2 OFFSET $3
+        """, project_id, limit, offset)
+
+
+async def create_activation_request(conn, project_id: int, *, cohort_id: int, release_id: int, action: str,
+                                    type_: str, rollout_percent: int | None, activation_id: int | None,
+                                    actor: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO activation_requests (project_id, cohort_id, release_id, action, type, rollout_percent, "
+        "activation_id, requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        project_id, cohort_id, release_id, action, type_, rollout_percent, activation_id, actor)
+
+
+_REQUEST_SELECT = """
+    SELECT q.*, c.slug AS cohort_slug, r.version, r.from_version, r.software_type
+    FROM activation_requests q JOIN cohorts c ON c.id = q.cohort_id JOIN releases r ON r.id = q.release_id
+"""
+
+
+async def activation_requests(conn, project_id: int, *, status: str | None = None,
+                              request_id: int | None = None, for_update: bool = False) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        _REQUEST_SELECT + " WHERE q.project_id = $1 AND ($2::text IS NULL OR q.status = $2) "
+        "AND ($3::bigint IS NULL OR q.id = $3) ORDER BY q.id" + (" FOR UPDATE OF q" if for_update else ""),
+        project_id, status, request_id)
+
+
+async def decide_activation_request(conn, request_id: int, status: str, actor: str) -> None:
+    await conn.execute(
+        "UPDATE activation_requests SET status = $2, decided_by = $3, decided_at = now() WHERE id = $1",
+        request_id, status, actor)
+
+
+# -- cohorts, keys, tokens, users -----------------------------------------------------------------
+
+_COHORT_SETTINGS = {"name", "version_checking", "ddi_polling_interval", "ddi_update_type", "protected",
+                    "requires_approval"}
+
+
+async def update_cohort(conn, cohort_id: int, changes: dict) -> asyncpg.Record:
+    for key, value in changes.items():
+        assert key in _COHORT_SETTINGS  # column names are never taken from input
+        await conn.execute(f"UPDATE cohorts SET {key} = $2 WHERE id = $1", cohort_id, value)
+    return await conn.fetchrow("SELECT * FROM cohorts WHERE id = $1", cohort_id)
+
+
+async def list_project_keys(conn, project_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT k.id, k.name, k.created_at, k.revoked_at, c.slug AS cohort_override "
+        "FROM project_keys k LEFT JOIN cohorts c ON c.id = k.cohort_override_id "
+        "WHERE k.project_id = $1 ORDER BY k.id", project_id)
+
+
+async def create_project_key(conn, project_id: int, name: str, secret_hash: str,
+                             cohort_override_id: int | None) -> int:
+    return await conn.fetchval(
+        "INSERT INTO project_keys (project_id, name, secret_hash, cohort_override_id) VALUES ($1, $2, $3, $4) "
+        "RETURNING id", project_id, name, secret_hash, cohort_override_id)
+
+
+async def revoke_project_key(conn, project_id: int, key_id: int) -> bool:
+    return await conn.fetchval(
+        "UPDATE project_keys SET revoked_at = now() WHERE project_id = $1 AND id = $2 AND revoked_at IS NULL "
+        "RETURNING true", project_id, key_id) or False
+
+
+async def list_tokens(conn, org_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, name, role, can_activate_protected, created_at, revoked_at FROM api_tokens "
+        "WHERE org_id = $1 ORDER BY id", org_id)
+
+
+async def create_token(conn, org_id: int, name: str, secret_hash: str, role: str, can_activate_protected: bool) -> int:
+    return await conn.fetchval(
+        "INSERT INTO api_tokens (org_id, name, secret_hash, role, can_activate_protected) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING id", org_id, name, secret_hash, role, can_activate_protected)
+
+
+async def revoke_token(conn, org_id: int, token_id: int) -> bool:
+    return await conn.fetchval(
+        "UPDATE api_tokens SET revoked_at = now() WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL "
+        "RETURNING true", org_id, token_id) or False
+
+
+async def list_users(conn, org_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT id, email, role, created_at FROM users WHERE org_id = $1 ORDER BY id", org_id)
+
+
+async def create_user(conn, org_id: int, email: str, secret_hash: str, role: str) -> int | None:
+    return await conn.fetchval(
+        "INSERT INTO users (org_id, email, secret_hash, role) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (email) DO NOTHING RETURNING id", org_id, email, secret_hash, role)
+
+
+# -- staging and overrides ------------------------------------------------------------------------
+
+async def stage_serials(conn, project_id: int, serials: list[str], staged: bool) -> list[str]:
+    """Set the staged flag of named devices; returns the serials that exist."""
+    rows = await conn.fetch(
+        "UPDATE devices SET staged = $3 WHERE project_id = $1 AND serial = ANY($2::text[]) RETURNING serial",
+        project_id, serials, staged)
+    return [r["serial"] for r in rows]
+
+
+async def stage_filtered(conn, project_id: int, cohort_id: int, *, staged: bool, software_type: str | None,
+                         current_version: str | None, hardware_version: str | None, limit: int | None,
+                         order: str) -> int:
+    """Stage (or unstage) up to `limit` devices of a cohort that are not so yet, matching the
+    filters, in the given order (`last_seen` = most recently seen first, or `random`)."""
+    order_sql = {"last_seen": "d.last_seen DESC NULLS LAST, d.id", "random": "random()"}[order]
+    return await conn.fetchval(
+        f"""
+        WITH pick AS (
+          SELECT d.id FROM devices d
+          WHERE d.project_id = $1 AND d.cohort_id = $2 AND d.staged <> $3
+            AND ($5::text IS NULL OR d.hardware_version = $5)
+            AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM device_software s WHERE s.device_id = d.id
+                 AND s.version = $4 AND ($6::text IS NULL OR s.software_type = $6)))
+          ORDER BY {order_sql} LIMIT $7
+        ), upd AS (UPDATE devices SET staged = $3 WHERE id IN (SELECT id FROM pick) RETURNING 1)
+        SELECT count(*) FROM upd
+        """, project_id, cohort_id, staged, current_version, hardware_version, software_type, limit)
+
+
+async def cohort_staged_count(conn, cohort_id: int) -> tuple[int, int]:
+    row = await conn.fetchrow("SELECT count(*) AS total, count(*) FILTER (WHERE staged) AS staged "
+                              "FROM devices WHERE cohort_id = $1", cohort_id)
+    return row["total"], row["staged"]
+
+
+async def set_override(conn, project_id: int, serial: str, release_id: int | None) -> None:
+    await conn.execute("UPDATE devices SET release_override_id = $3 WHERE project_id = $1 AND serial = $2",
+                       project_id, serial, release_id)
+
+
+async def load_cohort_exceptions(conn, project_id: int, cohort_id: int) -> list[asyncpg.Record]:
+    """The mirrored devices of one cohort (see load_device_exceptions)."""
+    return await conn.fetch(
+        f"SELECT {_DEVICE_EXCEPTION_COLS} FROM devices d WHERE d.project_id = $1 AND d.cohort_id = $2 AND ("
+        "  d.staged OR d.release_override_id IS NOT NULL OR NOT (SELECT is_default FROM cohorts WHERE id = $2))",
+        project_id, cohort_id)
+
+
+# -- insight: matrix, history, audit ---------------------------------------------------------------
+
+async def version_groups(conn, cohort_id: int, software_type: str) -> list[asyncpg.Record]:
+    """Devices of a cohort grouped by (hardware, current version, staged) — overridden devices
+    are returned one by one since their answer is their own."""
+    return await conn.fetch(
+        """
+        SELECT d.hardware_version, s.version, d.staged, d.release_override_id, count(*) AS n
+        FROM devices d
+        LEFT JOIN device_software s ON s.device_id = d.id AND s.software_type = $2
+        WHERE d.cohort_id = $1
+        GROUP BY d.hardware_version, s.version, d.staged, d.release_override_id
+        """, cohort_id, software_type)
+
+
+async def device_history(conn, project_id: int, serial: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT h.software_type, h.version, h.previous_version, h.protocol, h.seen_at "
+        "FROM device_version_history h JOIN devices d ON d.id = h.device_id "
+        "WHERE d.project_id = $1 AND d.serial = $2 ORDER BY h.id DESC LIMIT $3", project_id, serial, limit)
+
+
+async def list_audit(conn, project_id: int, *, actor: str | None, action: str | None, limit: int,
+                     before_id: int | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM audit_log WHERE project_id = $1 AND ($2::text IS NULL OR actor = $2) "
+        "AND ($3::text IS NULL OR action LIKE $3 || '%') AND ($5::bigint IS NULL OR id < $5) "
+        "ORDER BY id DESC LIMIT $4", project_id, actor, action, limit, before_id)
