@@ -6,7 +6,8 @@ import contextlib
 
 from aiohttp import web
 
-from . import artifacts, manage, manage_deploy, manage_fleet, memfault_api, store
+from . import (artifacts, manage, manage_deploy, manage_fleet, manage_insight, manage_org, memfault_api,
+               store)
 from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
@@ -90,6 +91,8 @@ def init_app(settings: Settings) -> web.Application:
     manage.setup(app)
     manage_fleet.setup(app)
     manage_deploy.setup(app)
+    manage_org.setup(app)
+    manage_insight.setup(app)
     artifacts.setup(app)
     add_route(app, "GET", "/metrics", metrics_view)
     add_route(app, "GET", "/healthz", healthz)

@@ -249,3 +249,23 @@ def resolve(
     ):
         return Decision(None, REASON_NOT_STAGED)
     return decision
+
+
+def explain(table: DecisionTable | None, current_version: str | None) -> dict[str, Any]:
+    """The candidates each rule of `DecisionTable.decide` looked at, for "inspect device"."""
+    if table is None:
+        return {"table": None}
+    current_key = version_key(current_version) if current_version else None
+    delta = table.deltas.get(current_version) if current_version else None
+    mpts = [{"version": v, "release_id": rid, "applies": current_key is not None and version_key(v) > current_key}
+            for v, rid in table.mpts]
+    top = table.top_full
+    return {
+        "delta": None if delta is None else {"from": current_version, "to": delta[1], "release_id": delta[0]},
+        "deltas_available_from": sorted(table.deltas),
+        "must_pass_through": mpts,
+        "full": None if top is None else {
+            "version": top[0], "release_id": top[1],
+            "newer_than_current": current_key is None or version_key(top[0]) > current_key},
+        "version_checking": table.version_checking,
+    }

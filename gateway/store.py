@@ -611,11 +611,11 @@ async def create_user(conn, org_id: int, email: str, secret_hash: str, role: str
 
 # -- staging and overrides ------------------------------------------------------------------------
 
-async def stage_serials(conn, project_id: int, serials: list[str], staged: bool) -> list[str]:
-    """Set the staged flag of named devices; returns the serials that exist."""
+async def stage_serials(conn, project_id: int, serials: list[str], staged: bool, *, cohort_id: int) -> list[str]:
+    """Set the staged flag of named devices of a cohort; returns the serials found."""
     rows = await conn.fetch(
-        "UPDATE devices SET staged = $3 WHERE project_id = $1 AND serial = ANY($2::text[]) RETURNING serial",
-        project_id, serials, staged)
+        "UPDATE devices SET staged = $3 WHERE project_id = $1 AND serial = ANY($2::text[]) AND cohort_id = $4 "
+        "RETURNING serial", project_id, serials, staged, cohort_id)
     return [r["serial"] for r in rows]
 
 
