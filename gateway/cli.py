@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from . import __version__, store
+from . import __version__, cli_client, store
 from .config import Settings
 from .pgembed import EmbeddedPostgres, PostgresUnavailable
 from .tokens import hash_user_secret
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--workers", type=int, help="worker processes (OTA_WORKERS, default: CPU count)")
     s.add_argument("--public-url", help="base of every URL handed to devices (OTA_PUBLIC_URL)")
     s.set_defaults(func=serve)
+    cli_client.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

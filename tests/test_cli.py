@@ -1,0 +1,94 @@
+"""The `ota-gateway` management CLI against a running gateway subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ORG, ORG_TOKEN, PROJECT
+from procs import Gateway
+
+CLI = [sys.executable, "-m", "gateway"]
+
+
+@pytest.fixture(scope="module")
+def gw(database_url, data_dir):
+    g = Gateway(database_url, data_dir)
+    try:
+        g.wait_ready()
+        yield g
+    finally:
+        g.stop()
+
+
+def cli(gw, *args, ok=True):
+    env = {**os.environ, "OTA_URL": gw.url, "OTA_TOKEN": ORG_TOKEN, "OTA_ORG": ORG, "OTA_PROJECT": PROJECT}
+    out = subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode == 0) is ok, out.stdout + out.stderr
+    return out
+
+
+def memfault(gw, *args):
+    env = {**os.environ, "MEMFAULT_URL": gw.url, "MEMFAULT_ORG": ORG, "MEMFAULT_PROJECT": PROJECT,
+           "MEMFAULT_ORG_TOKEN": ORG_TOKEN}
+    out = subprocess.run([str(Path(sys.executable).parent / "memfault"), *args], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cli_end_to_end(gw, tmp_path):
+    fw = tmp_path / "fw.bin"
+    for v in ("1.0.0", "2.0.0"):
+        fw.write_bytes(os.urandom(1000))
+        memfault(gw, "upload-ota-payload", "--hardware-version", "mp", "--software-type", "main",
+                 "--software-version", v, str(fw))
+    assert "created cohort beta" in cli(gw, "cohorts", "create", "beta").stdout
+    for i in range(4):
+        cli(gw, "devices", "add", f"CLI{i}", "--hardware-version", "mp", "--cohort", "beta")
+    out = cli(gw, "activate", "1.0.0", "--cohort", "beta").stdout
+    assert "deployment" in out and "beta" in out
+    out = cli(gw, "activate", "2.0.0", "--cohort", "beta", "--percent", "50").stdout
+    assert "50%" in out
+    matrix = json.loads(cli(gw, "matrix", "--cohort", "beta", "--json").stdout)
+    assert matrix["devices"] == 4 and matrix["staged_devices"] == 2
+    text = cli(gw, "matrix", "--cohort", "beta").stdout
+    assert "current \\ next" in text and "target version: 1.0.0" in text and "staged 50%" in text
+    cli(gw, "devices", "override", "CLI0", "1.0.0")
+    out = cli(gw, "inspect", "CLI0", "--software-type", "main", "--current-version", "2.0.0").stdout
+    assert "-> 1.0.0 (reason: override)" in out
+    cli(gw, "devices", "clear-override", "CLI0")
+    out = cli(gw, "devices", "stage", "beta", "--limit", "1").stdout
+    assert "3 of 4 staged" in out
+    cli(gw, "devices", "move", "CLI3", "default")
+    key = json.loads(cli(gw, "keys", "create", "--name", "beta-key", "--cohort-override", "beta", "--json").stdout)
+    assert len(key["key"]) == 32
+    assert "beta-key" in cli(gw, "keys", "list").stdout
+    cli(gw, "keys", "revoke", str(key["id"]))
+    assert "deactivated deployment" in cli(gw, "abort", "2.0.0", "--cohort", "beta").stdout
+    releases = cli(gw, "releases", "list").stdout
+    assert "2.0.0" in releases and "full" in releases
+    cli(gw, "releases", "delete", "2.0.0")
+    audit = cli(gw, "audit", "--limit", "100").stdout
+    for action in ("cohort.create", "deployment.create", "device.override", "release.delete"):
+        assert action in audit
+    # failures: a clear message and a non-zero exit
+    err = cli(gw, "releases", "delete", "1.0.0", ok=False).stderr
+    assert "still active" in err and "HTTP 409" in err
+    err = cli(gw, "activate", "9.9.9", "--cohort", "beta", ok=False).stderr
+    assert "not found" in err
+    err = cli(gw, "devices", "move", "CLI0", "nope", ok=False).stderr
+    assert "nope" in err
+
+
+def test_cli_errors_without_configuration(gw):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_")}
+    out = subprocess.run(CLI + ["cohorts", "list", "--url", gw.url, "--org", ORG, "--project", PROJECT], env=env,
+                         capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "--token" in out.stderr
+    out = subprocess.run(CLI + ["cohorts", "list", "--url", "http://127.0.0.1:9", "--token", "x", "--org", "a",
+                                "--project", "b"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "cannot reach" in out.stderr
