@@ -248,3 +248,51 @@ CREATE TABLE IF NOT EXISTS audit_log (
     at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS audit_log_project ON audit_log (project_id, id);
+
+-- hawkBit DDI ------------------------------------------------------------------------------
+-- Per-device DDI state: target token (sha256 hex), reported software type and attributes, and
+-- whether the server wants the device's configData (new device, after an update, on request).
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS ddi_token_hash text;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS ddi_software_type text;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS ddi_attributes jsonb;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS ddi_config_requested boolean NOT NULL DEFAULT true;
+
+-- One DDI action per offer of a release to a device. The id is an int4 on purpose: SWUpdate
+-- prints it with %d. A failed action blocks its release for the device until retried_at is set.
+CREATE TABLE IF NOT EXISTS device_actions (
+    id               serial PRIMARY KEY,
+    project_id       bigint NOT NULL REFERENCES projects(id),
+    device_id        bigint NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    release_id       bigint REFERENCES releases(id) ON DELETE SET NULL,
+    payload_id       bigint,
+    software_type    text NOT NULL,
+    version          text NOT NULL,
+    from_version     text,
+    reason           text NOT NULL DEFAULT '',
+    status           text NOT NULL DEFAULT 'open'
+                     CHECK (status IN ('open', 'canceling', 'succeeded', 'failed', 'canceled')),
+    cancel_rejected  boolean NOT NULL DEFAULT false,
+    retrieved_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    closed_at        timestamptz,
+    retried_at       timestamptz,
+    retried_by       text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS device_actions_one_open ON device_actions (device_id, software_type)
+    WHERE status IN ('open', 'canceling');
+CREATE INDEX IF NOT EXISTS device_actions_device ON device_actions (device_id, id);
+CREATE INDEX IF NOT EXISTS device_actions_release ON device_actions (release_id, status);
+
+-- Everything a device reported about an action, kept as sent (details capped in size).
+CREATE TABLE IF NOT EXISTS device_action_feedback (
+    id           bigserial PRIMARY KEY,
+    action_id    integer NOT NULL REFERENCES device_actions(id) ON DELETE CASCADE,
+    kind         text NOT NULL CHECK (kind IN ('deployment', 'cancel')),
+    execution    text NOT NULL,
+    finished     text NOT NULL,
+    code         integer,
+    progress     jsonb,
+    details      text[] NOT NULL DEFAULT '{}',
+    received_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS device_action_feedback_action ON device_action_feedback (action_id, id);

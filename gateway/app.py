@@ -34,8 +34,9 @@ async def readyz(request: web.Request) -> web.Response:
         db = True
     except Exception:
         db = False
-    ok = db and mirror.loaded
-    return json_response({"database": db, "mirror_loaded": mirror.loaded}, status=200 if ok else 503)
+    ok = db and mirror.loaded and mirror.connected
+    return json_response({"database": db, "mirror_loaded": mirror.loaded, "notifications": mirror.connected},
+                         status=200 if ok else 503)
 
 
 async def _resources(app: web.Application):

@@ -4,10 +4,17 @@ from __future__ import annotations
 import logging
 import time
 
+import asyncpg
 import orjson
 from aiohttp import web
 
 log = logging.getLogger(__name__)
+
+
+# What a lost or refused database connection raises: durable writes answer 503 + Retry-After.
+DB_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                  asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                  TimeoutError)
 
 
 class ApiError(Exception):
@@ -80,6 +87,11 @@ def instrument(route: str, handler):
             if e.status < 400 or e.empty_body:
                 raise
             return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), dict(e.headers))
+        except DB_UNAVAILABLE as e:
+            status = 503
+            log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
+            return error_response(503, "the database is unavailable; retry later", "unavailable",
+                                  {"Retry-After": "5"})
         except Exception:
             log.exception("unhandled error on %s %s", request.method, route)
             return error_response(500, "internal server error", "internal_error")

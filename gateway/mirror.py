@@ -80,6 +80,8 @@ class ProjectView:
     tables: dict[tuple[int, str, str, bool], resolution.DecisionTable]
     active: frozenset[tuple[int, str]]  # (cohort, software type) pairs with any active release
     devices: dict[str, DeviceView] = field(default_factory=dict)
+    ddi_software_type: str | None = None      # for DDI devices that report none
+    ddi_hardware_version: str | None = None
 
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
@@ -142,7 +144,8 @@ def build_project_view(state: dict, devices: dict[str, DeviceView]) -> ProjectVi
         default_cohort_id=default, cohorts=cohorts,
         hardware_versions=frozenset(state["hardware_versions"]), software_types=frozenset(state["software_types"]),
         releases=releases, payloads=payloads, tables=tables,
-        active=frozenset((k[0], k[1]) for k in tables), devices=devices)
+        active=frozenset((k[0], k[1]) for k in tables), devices=devices,
+        ddi_software_type=p["ddi_software_type"], ddi_hardware_version=p["ddi_hardware_version"])
 
 
 def _device_view(row) -> DeviceView:
@@ -166,30 +169,66 @@ class Mirror:
         self.keys: dict[str, KeyInfo] = {}
         self.loaded = False
         self.reloads = 0
+        # called with (kind, rest) of every message, e.g. by the DDI device cache (ddi_state)
+        self.hooks: list = []
         self.last_reload_seconds = 0.0
         self._listener: asyncpg.Connection | None = None
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._pool: asyncpg.Pool | None = None
+        self._stopping = False
+        self._reconnect: asyncio.Task | None = None
+        self.connected = False
+        self.reconnects = 0
 
     async def start(self, pool: asyncpg.Pool) -> None:
         """LISTEN first, then load, so no change can slip between the two."""
         self._pool = pool
-        self._listener = await asyncpg.connect(self.dsn)
-        await store.init_connection(self._listener)
-        await self._listener.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
+        await self._listen()
         await self.load_all()
         self._task = asyncio.create_task(self._reload_loop())
 
+    async def _listen(self) -> None:
+        self._listener = await asyncpg.connect(self.dsn)
+        await self._listener.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
+        self._listener.add_termination_listener(self._on_listener_lost)
+        self.connected = True
+
+    def _on_listener_lost(self, _conn) -> None:
+        """The database went away: keep serving from memory, reconnect in the background and
+        reload everything once back, since notifications sent meanwhile are lost."""
+        if self._stopping:
+            return
+        self.connected = False
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.get_event_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                await self._listen()
+                await self.load_all()
+                self.reconnects += 1
+                log.info("database connection restored; mirror reloaded")
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as e:
+                log.warning("database unreachable (%s); retrying in %.1fs", type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
         if self._task:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._listener is not None:
+        if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
@@ -218,6 +257,8 @@ class Mirror:
                 await self._load_keys(conn)
             for m in sorted(messages):
                 kind, _, rest = m.partition(":")
+                for hook in self.hooks:
+                    hook(kind, rest)
                 if kind == "project":
                     await self._load_project(conn, int(rest), keep_devices=True)
                 elif kind == "device":

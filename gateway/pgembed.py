@@ -133,7 +133,7 @@ class EmbeddedPostgres:
                 self._cmd(*args)
             finally:
                 pwfile.unlink(missing_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps the port, so clients reconnect
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
                 "-c max_connections=200"]
         if self.fast:

@@ -28,7 +28,9 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+    # command_timeout: a write must fail (503) rather than hang when the database stalls
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection,
+                                     command_timeout=30, timeout=5)
 
 
 async def apply_schema(conn: asyncpg.Connection) -> None:
