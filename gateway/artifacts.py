@@ -3,10 +3,11 @@
 Storage is content-addressed: `<storage>/<sha256[:2]>/<sha256>`. Uploads stream to a temporary
 file while hashing, and are renamed into place only when complete, so a crash never leaves a
 half-written payload visible. Downloads come from signed URLs and are served with
-`FileResponse` (Range / 206, HEAD, ETag, If-None-Match, If-Range; no on-the-fly compression).
+`delivery.send_blob` (Range / 206, HEAD, sha256 ETag, conditional requests, sidecars).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -19,6 +20,7 @@ from aiohttp import web
 from . import store
 from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
 from .errors import Forbidden, NotFound, TooLarge, add_route
+from .delivery import send_blob, write_gzip_sidecar
 from .metrics import METRICS
 
 CHUNK = 256 * 1024
@@ -100,6 +102,8 @@ async def put_upload(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > settings.max_upload_size:
         raise TooLarge(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes")
     blob = await request.app[BLOBS].receive(request.content, settings.max_upload_size)
+    # compress once here, never per request; kept only where it pays (firmware rarely does)
+    await asyncio.get_running_loop().run_in_executor(None, write_gzip_sidecar, request.app[BLOBS].path(blob.sha256))
     await store.complete_upload(pool, token, blob.size, blob.sha256, blob.md5, blob.sha1)
     return web.Response(status=200, headers={"ETag": f'"{blob.md5}"'})
 
@@ -119,17 +123,8 @@ async def download(request: web.Request) -> web.StreamResponse:
             break
     if pl is None:
         raise NotFound("unknown artifact")
-    path = request.app[BLOBS].path(pl.sha256)
-    if not path.exists():
-        raise NotFound("artifact bytes are missing from storage")
-    request = _apply_etag_if_range(request, path)
-    resp = _CountingFileResponse(path, headers={
-        "Content-Type": "application/octet-stream",
-        "Cache-Control": "private, max-age=3600",
-        "X-Checksum-Sha256": pl.sha256,
-    })
-    await resp.prepare(request)
-    return resp
+    return await send_blob(request, request.app[BLOBS].path(pl.sha256), pl.sha256,
+                           headers={"X-Checksum-Sha256": pl.sha256})
 
 
 def _apply_etag_if_range(request: web.Request, path: Path) -> web.Request:

@@ -36,7 +36,9 @@ async def test_full_get_and_head(client, url):
     assert r.status == 200 and body == CONTENT
     assert int(r.headers["Content-Length"]) == len(CONTENT)
     assert "Content-Encoding" not in r.headers  # firmware is never compressed on the fly
-    assert r.headers["Accept-Ranges"] == "bytes" and r.headers.get("ETag")
+    assert r.headers["Accept-Ranges"] == "bytes"
+    assert r.headers["ETag"] == f'"{hashlib.sha256(CONTENT).hexdigest()}"'
+    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert "Location" not in r.headers
     h = await client.head(url)
     assert h.status == 200 and int(h.headers["Content-Length"]) == len(CONTENT)
@@ -59,8 +61,16 @@ async def test_ranges_answer_206(client, url, header, start, end):
 
 
 async def test_unsatisfiable_range_is_416(client, url):
-    r = await client.get(url, headers={"Range": "bytes=200000-"})
-    assert r.status == 416
+    for header in ("bytes=200000-", "bytes=-0"):
+        r = await client.get(url, headers={"Range": header})
+        assert r.status == 416
+        assert r.headers["Content-Range"] == f"bytes */{len(CONTENT)}"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-9,20-29", "bytes=0-9,5-15", "items=0-9", "bytes=9-2", "bytes=x-"])
+async def test_several_or_malformed_ranges_get_the_whole_body(client, url, header):
+    r = await client.get(url, headers={"Range": header})
+    assert r.status == 200 and await r.read() == CONTENT
 
 
 async def test_conditional_requests(client, url):
@@ -70,6 +80,13 @@ async def test_conditional_requests(client, url):
     r = await client.get(url, headers={"Range": "bytes=10-19", "If-Range": etag})
     assert r.status == 206 and await r.read() == CONTENT[10:20]
     r = await client.get(url, headers={"Range": "bytes=10-19", "If-Range": '"stale"'})
+    assert r.status == 200 and await r.read() == CONTENT
+    last_modified = (await client.head(url)).headers["Last-Modified"]
+    r = await client.get(url, headers={"If-Modified-Since": last_modified})
+    assert r.status == 304
+    r = await client.get(url, headers={"Range": "bytes=10-19", "If-Range": last_modified})
+    assert r.status == 206
+    r = await client.get(url, headers={"Range": "bytes=10-19", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
     assert r.status == 200 and await r.read() == CONTENT
 
 
@@ -105,3 +122,25 @@ def test_signer_ignores_host_and_keeps_urls_short():
     assert b.verify(path, *[kv.split("=", 1)[1] for kv in ua.split("?")[1].split("&")])
     assert len(ua) < 400
     assert not UrlSigner(b"x" * 32, "https://a.example").verify(path, str(exp), ua.rsplit("=", 1)[1])
+
+
+async def test_compressible_payload_has_a_gzip_sidecar_served_only_on_request(client):
+    import gzip
+
+    text = b"log line that repeats and compresses well\n" * 5000
+    await upload_release(client, text, version="3.0.0", software_type="txt", hardware_version="hw1", name="a.txt")
+    await deploy(client, "3.0.0")
+    r = await client.get("/api/v0/releases/latest/url", params={
+        "device_serial": "GZ1", "hardware_version": "hw1", "software_type": "txt"},
+        headers={"Memfault-Project-Key": PROJECT_KEY})
+    path = (await r.text()).split("gw.test:8080", 1)[1]
+    plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and await plain.read() == text
+    r = await client.get(path, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert r.headers["Content-Encoding"] == "gzip" and r.headers["Vary"] == "Accept-Encoding"
+    body = await r.read()
+    assert len(body) < len(text) / 10 and int(r.headers["Content-Length"]) == len(body)
+    assert gzip.decompress(body) == text
+    # ranges always address the identity bytes
+    r = await client.get(path, headers={"Accept-Encoding": "gzip", "Range": "bytes=0-9"}, auto_decompress=False)
+    assert r.status == 206 and await r.read() == text[:10] and "Content-Encoding" not in r.headers
