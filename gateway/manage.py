@@ -237,6 +237,36 @@ async def get_release(request: web.Request) -> web.Response:
     return data(release_json(r, r["payloads"]))
 
 
+async def patch_release(request: web.Request) -> web.Response:
+    """PATCH releases/{id|version}: notes, revision, extra_info (release-level string map)."""
+    ident, p = await project_for(request)
+    body = await body_json(request)
+    changes: dict = {}
+    for key in ("notes", "revision"):
+        if key in body:
+            if not isinstance(body[key], str):
+                raise BadRequest(f"{key} must be a string")
+            changes[key] = body[key]
+    if "extra_info" in body:
+        extra = body["extra_info"]
+        if extra is not None and (not isinstance(extra, dict) or
+                                  not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())):
+            raise BadRequest("extra_info must be an object of string values, or null")
+        changes["extra_info"] = extra
+    unknown = set(body) - {"notes", "revision", "extra_info"}
+    if unknown:
+        raise BadRequest(f"unknown release field(s): {', '.join(sorted(unknown))}")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        r = await _release_by_ref(request, conn, p["id"])
+        await store.update_release(conn, r["id"], changes)
+        await store.audit(conn, p["id"], ident.actor, "release.update", f"release:{r['id']}",
+                          {k: r[k] for k in changes}, changes)
+        await store.notify(conn, f"project:{p['id']}")
+        r = (await store.releases_with_payloads(conn, p["id"], release_id=r["id"]))[0]
+    await refresh(request, f"project:{p['id']}")
+    return data(release_json(r, r["payloads"]))
+
+
 async def delete_release(request: web.Request) -> web.Response:
     ident, p = await project_for(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
@@ -264,4 +294,5 @@ def setup(app: web.Application) -> None:
     add_route(app, "POST", P + "/releases/ota_payload", ota_payload)
     add_route(app, "GET", P + "/releases", list_releases)
     add_route(app, "GET", P + "/releases/{release}", get_release)
+    add_route(app, "PATCH", P + "/releases/{release}", patch_release)
     add_route(app, "DELETE", P + "/releases/{release}", delete_release)

@@ -346,6 +346,12 @@ async def create_release(conn, project_id: int, *, software_type: str, version: 
         created_by)
 
 
+async def update_release(conn, release_id: int, changes: dict) -> None:
+    for key, value in changes.items():
+        assert key in ("notes", "revision", "extra_info")  # column names are never taken from input
+        await conn.execute(f"UPDATE releases SET {key} = $2, updated_at = now() WHERE id = $1", release_id, value)
+
+
 async def touch_release(conn, release_id: int) -> None:
     await conn.execute("UPDATE releases SET updated_at = now() WHERE id = $1", release_id)
 

@@ -250,3 +250,20 @@ async def test_project_settings_strict_semver(client):
     assert r.status == 400 and "nope" in (await r.json())["error"]["message"]
     r = await client.patch(P, json={"strict_semver": "yes"}, headers=auth_headers())
     assert r.status == 400 and "strict_semver" in (await r.json())["error"]["message"]
+
+
+async def test_patch_release_metadata_reaches_devices(client):
+    await upload_release(client, b"meta" * 100, version="9.1.0", software_type="meta", hardware_version="mp")
+    await deploy(client, "9.1.0")
+    r = await client.patch(P + "/releases/9.1.0", json={"notes": "fixes", "revision": "abc123",
+                                                        "extra_info": {"channel": "stable"}}, headers=auth_headers())
+    assert r.status == 200
+    body = (await r.json())["data"]
+    assert (body["notes"], body["revision"], body["extra_info"]) == ("fixes", "abc123", {"channel": "stable"})
+    r = await poll(client, "META1", "1.0.0", sw="meta")
+    got = await r.json()
+    assert (got["notes"], got["revision"], got["extra_info"]) == ("fixes", "abc123", {"channel": "stable"})
+    r = await client.patch(P + "/releases/9.1.0", json={"extra_info": {"a": 1}}, headers=auth_headers())
+    assert r.status == 400 and "extra_info" in (await r.json())["error"]["message"]
+    r = await client.patch(P + "/releases/9.1.0", json={"version": "x"}, headers=auth_headers())
+    assert r.status == 400 and "version" in (await r.json())["error"]["message"]
