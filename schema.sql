@@ -204,6 +204,9 @@ CREATE TABLE IF NOT EXISTS resolution_cache (
     PRIMARY KEY (project_id, cohort_id, software_type, hardware_version, staged)
 );
 
+-- Per-device poll rate limit (polls per device per minute, per gateway process); NULL = none.
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS poll_limit_per_minute integer CHECK (poll_limit_per_minute > 0);
+
 -- A cohort may require a second identity to approve activation changes.
 ALTER TABLE cohorts ADD COLUMN IF NOT EXISTS requires_approval boolean NOT NULL DEFAULT false;
 

@@ -8,12 +8,13 @@ from aiohttp import web
 
 from . import (artifacts, manage, manage_deploy, manage_fleet, manage_insight, manage_org, memfault_api,
                store)
-from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
+from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
-from .errors import add_route, json_response, not_found
+from .errors import Inflight, add_route, json_response, not_found
 from .metrics import METRICS
 from .mirror import Mirror
+from .ratelimit import PollLimiter
 from .signing import UrlSigner
 
 
@@ -86,6 +87,8 @@ def init_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for one gateway process."""
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
+    app[LIMITER] = PollLimiter()
+    Inflight.cap = settings.max_inflight
     app[artifacts.BLOBS] = artifacts.BlobStore(settings.effective_storage_dir)
     app.cleanup_ctx.append(_resources)
     memfault_api.setup(app)
@@ -95,8 +98,8 @@ def init_app(settings: Settings) -> web.Application:
     manage_org.setup(app)
     manage_insight.setup(app)
     artifacts.setup(app)
-    add_route(app, "GET", "/metrics", metrics_view)
-    add_route(app, "GET", "/healthz", healthz)
-    add_route(app, "GET", "/readyz", readyz)
+    add_route(app, "GET", "/metrics", metrics_view, shed=False)
+    add_route(app, "GET", "/healthz", healthz, shed=False)
+    add_route(app, "GET", "/readyz", readyz, shed=False)
     add_route(app, "*", "/{tail:.*}", not_found)  # JSON 404 for anything else
     return app

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .checkins import CheckinBuffer  # noqa: F401
     from .config import Settings  # noqa: F401
     from .mirror import Mirror  # noqa: F401
+    from .ratelimit import PollLimiter  # noqa: F401
     from .signing import UrlSigner  # noqa: F401
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -17,3 +18,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 MIRROR = web.AppKey("mirror", "Mirror")
 CHECKINS = web.AppKey("checkins", "CheckinBuffer")
 SIGNER = web.AppKey("signer", "UrlSigner")
+LIMITER = web.AppKey("limiter", "PollLimiter")

@@ -65,7 +65,13 @@ def error_response(status: int, message: str, type_: str, headers: dict | None =
     return json_response({"error": {"message": message, "type": type_}}, status=status, headers=headers)
 
 
-def instrument(route: str, handler):
+class Inflight:
+    """Requests being handled by this process, and the cap past which new ones are shed."""
+    count = 0
+    cap = 1024
+
+
+def instrument(route: str, handler, *, shed: bool = True):
     """Wrap a handler with the JSON error shape and request metrics.
 
     A per-handler wrapper instead of app middlewares: aiohttp's middleware chain costs several
@@ -75,6 +81,11 @@ def instrument(route: str, handler):
     async def wrapped(request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         status = 500
+        if shed and Inflight.count >= Inflight.cap:
+            # shed before queueing makes latency collapse for everyone
+            METRICS.inc("ota_gateway_http_requests", (route, request.method, "503"))
+            return error_response(503, "the gateway is overloaded; retry later", "overloaded", {"Retry-After": "1"})
+        Inflight.count += 1
         try:
             resp = await handler(request)
             status = resp.status
@@ -96,6 +107,7 @@ def instrument(route: str, handler):
             log.exception("unhandled error on %s %s", request.method, route)
             return error_response(500, "internal server error", "internal_error")
         finally:
+            Inflight.count -= 1
             METRICS.inc("ota_gateway_http_requests", (route, request.method, str(status)))
             METRICS.observe("ota_gateway_http_request_duration_seconds", (route,), time.perf_counter() - t0)
 
@@ -104,9 +116,10 @@ def instrument(route: str, handler):
     return wrapped
 
 
-def add_route(app: web.Application, method: str, path: str, handler) -> None:
-    """Register an instrumented handler; GET also answers HEAD."""
-    h = instrument(path, handler)
+def add_route(app: web.Application, method: str, path: str, handler, *, shed: bool = True) -> None:
+    """Register an instrumented handler; GET also answers HEAD. `shed=False` for health checks,
+    which must answer even when the gateway sheds load."""
+    h = instrument(path, handler, shed=shed)
     if method == "GET":
         app.router.add_get(path, h)
     else:

@@ -25,11 +25,13 @@ async def get_project(request: web.Request) -> web.Response:
     return data({"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
                  "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
                  "ddi_software_type": p["ddi_software_type"], "ddi_hardware_version": p["ddi_hardware_version"],
+                 "poll_limit_per_minute": p["poll_limit_per_minute"],
                  "created_date": iso(p["created_at"])})
 
 
 async def patch_project(request: web.Request) -> web.Response:
-    """PATCH P: project settings (strict_semver, ddi_software_type, ddi_hardware_version)."""
+    """PATCH P: project settings (strict_semver, ddi_software_type, ddi_hardware_version,
+    poll_limit_per_minute)."""
     ident, p = await project_for(request)
     ident.require("manager")
     body = await body_json(request)
@@ -41,7 +43,12 @@ async def patch_project(request: web.Request) -> web.Response:
     for key in ("ddi_software_type", "ddi_hardware_version"):
         if key in body:
             changes[key] = need_str(body, key, required=False)
-    unknown = set(body) - {"strict_semver", "ddi_software_type", "ddi_hardware_version"}
+    if "poll_limit_per_minute" in body:
+        v = body["poll_limit_per_minute"]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BadRequest("poll_limit_per_minute must be a positive integer or null")
+        changes["poll_limit_per_minute"] = v
+    unknown = set(body) - {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute"}
     if unknown:
         raise BadRequest(f"unknown project setting(s): {', '.join(sorted(unknown))}")
     async with request.app[POOL].acquire() as conn, conn.transaction():

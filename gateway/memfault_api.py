@@ -5,10 +5,12 @@ project view for a decision, render (cached) bytes, and queue a check-in. No dat
 """
 from __future__ import annotations
 
+import time
+
 import orjson
 from aiohttp import web
 
-from .appkeys import CHECKINS, MIRROR, SIGNER
+from .appkeys import CHECKINS, LIMITER, MIRROR, SIGNER
 from .errors import add_route, error_response
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
@@ -83,6 +85,9 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if sw not in project.software_types:
         return _bad(f"software_type {sw!r} is not known to this project")
 
+    if project.poll_limit and not request.app[LIMITER].allow((project.id, serial), project.poll_limit, time.time()):
+        METRICS.inc("ota_gateway_polls", ("memfault", "rate-limited"))
+        return web.Response(status=204, headers={"memfault-reason": "rate-limited", "Cache-Control": _NO_STORE})
     decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
     checkins = request.app[CHECKINS]
     checkins.add(project.id, serial, hw, sw, current, "memfault")

@@ -82,6 +82,7 @@ class ProjectView:
     devices: dict[str, DeviceView] = field(default_factory=dict)
     ddi_software_type: str | None = None      # for DDI devices that report none
     ddi_hardware_version: str | None = None
+    poll_limit: int | None = None              # polls per device per minute, per process
 
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
@@ -145,7 +146,8 @@ def build_project_view(state: dict, devices: dict[str, DeviceView]) -> ProjectVi
         hardware_versions=frozenset(state["hardware_versions"]), software_types=frozenset(state["software_types"]),
         releases=releases, payloads=payloads, tables=tables,
         active=frozenset((k[0], k[1]) for k in tables), devices=devices,
-        ddi_software_type=p["ddi_software_type"], ddi_hardware_version=p["ddi_hardware_version"])
+        ddi_software_type=p["ddi_software_type"], ddi_hardware_version=p["ddi_hardware_version"],
+        poll_limit=p["poll_limit_per_minute"])
 
 
 def _device_view(row) -> DeviceView:

@@ -110,7 +110,7 @@ async def user_identity(conn, email: str) -> asyncpg.Record | None:
         "FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.email = $1", email)
 
 
-_PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version"}
+_PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute"}
 
 
 async def update_project(conn, project_id: int, changes: dict) -> None:
@@ -143,7 +143,8 @@ async def load_project_state(conn, project_id: int) -> dict[str, Any]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         project = await conn.fetchrow(
             "SELECT p.id, p.slug, p.resolution_generation, p.ddi_software_type, p.ddi_hardware_version, "
-            "o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1",
+            "p.poll_limit_per_minute, o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id "
+            "WHERE p.id = $1",
             project_id)
         cohorts = await conn.fetch("SELECT * FROM cohorts WHERE project_id = $1", project_id)
         hw = await conn.fetch("SELECT name FROM hardware_versions WHERE project_id = $1", project_id)

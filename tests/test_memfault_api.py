@@ -170,3 +170,34 @@ async def test_checkins_register_devices_and_version_history(released):
     cur = await pool.fetchval("SELECT version FROM device_software s JOIN devices d ON d.id = s.device_id "
                               "WHERE d.serial = 'HIST1' AND software_type = 'main'")
     assert cur == "2.0.0"
+
+
+async def test_per_device_rate_limit(released):
+    from conftest import P, auth_headers
+
+    r = await released.patch(P, json={"poll_limit_per_minute": 3}, headers=auth_headers())
+    assert r.status == 200
+    try:
+        answers = [await released.get(LATEST, params=q(serial="RATE1", current="1.0.0"), headers=KEY)
+                   for _ in range(5)]
+        assert [a.status for a in answers] == [200, 200, 200, 204, 204]
+        assert answers[-1].headers["memfault-reason"] == "rate-limited"
+        other = await released.get(LATEST, params=q(serial="RATE2", current="1.0.0"), headers=KEY)
+        assert other.status == 200  # the limit is per device
+    finally:
+        await released.patch(P, json={"poll_limit_per_minute": None}, headers=auth_headers())
+
+
+async def test_overload_is_shed_with_503_but_health_answers(released):
+    from gateway.errors import Inflight
+
+    old = Inflight.cap
+    Inflight.cap = 0
+    try:
+        r = await released.get(LATEST, params=q(current="1.0.0"), headers=KEY)
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        assert (await r.json())["error"]["type"] == "overloaded"
+        assert (await released.get("/healthz")).status == 200
+    finally:
+        Inflight.cap = old
+    assert (await released.get(LATEST, params=q(current="1.0.0"), headers=KEY)).status == 200
