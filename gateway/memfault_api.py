@@ -66,7 +66,9 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     info = mirror.keys.get(hash_token(key)) if key else None
     if info is None:
         return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
-    project: ProjectView = mirror.projects[info.project_id]
+    project: ProjectView | None = mirror.projects.get(info.project_id)
+    if project is None:  # a key created a moment before its project reached this process
+        return error_response(503, "project is loading; retry", "unavailable", {"Retry-After": "1"})
     q = request.query
     serial = q.get("device_serial") or q.get("device_id")
     hw = q.get("hardware_version")
