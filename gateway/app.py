@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from aiohttp import web
 
-from . import (artifacts, manage, manage_deploy, manage_fleet, manage_insight, manage_org, memfault_api,
-               store)
+from . import (artifacts, ddi, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight, manage_org,
+               memfault_api, store)
 from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
@@ -24,7 +25,7 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -98,6 +99,8 @@ def init_app(settings: Settings) -> web.Application:
     manage_org.setup(app)
     manage_insight.setup(app)
     artifacts.setup(app)
+    ddi.setup(app)
+    manage_ddi.setup(app)
     add_route(app, "GET", "/metrics", metrics_view, shed=False)
     add_route(app, "GET", "/healthz", healthz, shed=False)
     add_route(app, "GET", "/readyz", readyz, shed=False)

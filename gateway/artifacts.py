@@ -21,7 +21,6 @@ from . import store
 from .appkeys import MIRROR, POOL, SETTINGS, SIGNER
 from .errors import Forbidden, NotFound, TooLarge, add_route
 from .delivery import send_blob, write_gzip_sidecar
-from .metrics import METRICS
 
 CHUNK = 256 * 1024
 
@@ -73,18 +72,6 @@ class BlobStore:
 BLOBS = web.AppKey("blobs", BlobStore)
 
 
-class _CountingFileResponse(web.FileResponse):
-    """FileResponse that adds the body bytes it sends to the artifact-bytes counter."""
-
-    async def prepare(self, request):
-        if self.prepared:  # prepared by the handler with an adjusted request; aiohttp calls again
-            return self._payload_writer
-        writer = await super().prepare(request)
-        if request.method == "GET" and self.status in (200, 206) and self.content_length:
-            METRICS.inc("ota_gateway_artifact_bytes", (), self.content_length)
-        return writer
-
-
 def new_upload_token() -> str:
     return "up_" + secrets.token_urlsafe(18)
 
@@ -125,20 +112,6 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise NotFound("unknown artifact")
     return await send_blob(request, request.app[BLOBS].path(pl.sha256), pl.sha256,
                            headers={"X-Checksum-Sha256": pl.sha256})
-
-
-def _apply_etag_if_range(request: web.Request, path: Path) -> web.Request:
-    """aiohttp honours only the date form of If-Range; a stale ETag must get the whole file
-    (RFC 9110 13.1.5), never a range of other bytes."""
-    if_range = request.headers.get("If-Range", "").strip()
-    if not if_range.startswith(('"', "W/")):
-        return request
-    st = path.stat()
-    headers = request.headers.copy()
-    del headers["If-Range"]
-    if if_range != f'"{st.st_mtime_ns:x}-{st.st_size:x}"':
-        headers.popall("Range", None)
-    return request.clone(headers=headers)
 
 
 def setup(app: web.Application) -> None:

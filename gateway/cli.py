@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import select
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -43,7 +46,22 @@ async def prepare_database(settings: Settings) -> None:
         await conn.close()
 
 
-def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
+def _listen_socket(settings: Settings) -> socket.socket:
+    """The listening socket, bound once by the supervisor and inherited by every worker: one
+    shared accept queue, so a worker that stops never drops connections queued to it (separate
+    SO_REUSEPORT sockets would). SO_REUSEPORT is still set so a second instance can bind the
+    port during a blue/green switch."""
+    info = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(info[4])
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_fd: int | None = None) -> None:
     from aiohttp import web
 
     from .app import init_app
@@ -53,58 +71,109 @@ def _run_worker(settings: Settings, *, reuse_port: bool) -> None:
         uvloop.install()
     except ImportError:
         pass
+
+    def ready(*_args) -> None:  # run_app "prints" once the site listens: tell the supervisor
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):  # nobody waiting: the read end is closed
+                os.write(ready_fd, b"1")
+            with contextlib.suppress(OSError):
+                os.close(ready_fd)
+
     try:
-        web.run_app(init_app(settings), host=settings.host, port=settings.port, reuse_port=reuse_port,
-                    access_log=None, print=None, shutdown_timeout=settings.grace_period, handle_signals=True)
+        if sock is None:
+            target = {"host": settings.host, "port": settings.port}
+        else:
+            target = {"sock": sock}
+        web.run_app(init_app(settings), **target, access_log=None, print=ready,
+                    shutdown_timeout=settings.grace_period, handle_signals=True)
     except (web.GracefulExit, KeyboardInterrupt):
         pass
 
 
-def _supervise(settings: Settings) -> int:
-    """Fork N workers sharing the port through SO_REUSEPORT; respawn any that die."""
-    children: dict[int, int] = {}
-    stopping = False
+class Supervisor:
+    """Fork N workers sharing one listening socket; respawn any that die; on SIGHUP replace them
+    one at a time (a new worker is accepting before an old one is told to stop)."""
 
-    def spawn(slot: int) -> None:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.sock = _listen_socket(settings)
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.started: dict[int, float] = {}  # pid -> monotonic start time
+        self.backoff = 0.2
+        self.stopping = False
+        self.reload = False
+
+    def spawn(self, slot: int, *, wait_ready: bool = False) -> int:
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.close(r)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(settings, reuse_port=True)
+                _run_worker(self.settings, sock=self.sock, ready_fd=w)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
             os._exit(code)
-        children[pid] = slot
+        os.close(w)
+        self.children[pid] = slot
+        self.started[pid] = time.monotonic()
+        if wait_ready:
+            ready, _, _ = select.select([r], [], [], 120)
+            if not ready or not os.read(r, 1):
+                log.error("new worker %d did not become ready", pid)
+        os.close(r)
+        return pid
 
-    def stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
+    def _signal(self, signum, _frame) -> None:
+        if signum == signal.SIGHUP:
+            self.reload = True
+            return
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for slot in range(settings.workers):
-        spawn(slot)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
-            log.warning("worker %d exited (%s); restarting", pid, os.waitstatus_to_exitcode(status))
-            time.sleep(0.2)
-            spawn(slot)
-    return 0
+    def _rolling_restart(self) -> None:
+        log.info("graceful restart: replacing %d worker(s)", len(self.children))
+        for old, slot in list(self.children.items()):
+            if self.stopping:
+                return
+            self.spawn(slot, wait_ready=True)
+            self.children.pop(old, None)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGTERM)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(old, 0)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+        for slot in range(self.settings.workers):
+            self.spawn(slot)
+        while self.children:
+            if self.reload and not self.stopping:
+                self.reload = False
+                self._rolling_restart()
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            slot = self.children.pop(pid, None)
+            lived = time.monotonic() - self.started.pop(pid, 0.0)
+            if slot is not None and not self.stopping:
+                # a worker that dies young is crash-looping: back off instead of spinning
+                self.backoff = 0.2 if lived > 10 else min(self.backoff * 2, 10.0)
+                log.warning("worker %d exited (%s) after %.1fs; restarting in %.1fs", pid,
+                            os.waitstatus_to_exitcode(status), lived, self.backoff)
+                time.sleep(self.backoff)
+                self.spawn(slot)
+        return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -123,12 +192,14 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.run(prepare_database(settings))
         print(f"ota-gateway {__version__} listening on http://{settings.host}:{settings.port} "
               f"(public URL {settings.effective_public_url}, {settings.workers} worker(s))", flush=True)
-        if settings.workers <= 1:
-            _run_worker(settings, reuse_port=False)
-        else:
-            with tempfile.TemporaryDirectory(prefix="ota-metrics-") as mdir:
-                settings.metrics_dir = mdir
-                _supervise(settings)
+        with tempfile.TemporaryDirectory(prefix="ota-metrics-") as mdir:
+            settings.metrics_dir = mdir
+            try:
+                supervisor = Supervisor(settings)
+            except OSError as e:
+                print(f"ota-gateway: cannot listen on {settings.host}:{settings.port}: {e.strerror}", file=sys.stderr)
+                return 2
+            supervisor.run()
     finally:
         if pg is not None:
             pg.stop()

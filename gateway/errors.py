@@ -97,7 +97,8 @@ def instrument(route: str, handler, *, shed: bool = True):
             status = e.status
             if e.status < 400 or e.empty_body:
                 raise
-            return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), dict(e.headers))
+            headers = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
+            return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), headers)
         except DB_UNAVAILABLE as e:
             status = 503
             log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)

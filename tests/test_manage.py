@@ -267,3 +267,10 @@ async def test_patch_release_metadata_reaches_devices(client):
     assert r.status == 400 and "extra_info" in (await r.json())["error"]["message"]
     r = await client.patch(P + "/releases/9.1.0", json={"version": "x"}, headers=auth_headers())
     assert r.status == 400 and "version" in (await r.json())["error"]["message"]
+
+
+async def test_oversized_json_body_is_413_json(client):
+    r = await client.post(P + "/cohorts", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                          headers={**auth_headers(), "Content-Type": "application/json"})
+    assert r.status == 413
+    assert (await r.json())["error"]["message"]

@@ -186,3 +186,63 @@ async def test_sigterm_flushes_buffered_checkins(database_url, data_dir):
     finally:
         await conn.close()
     assert (n, versions) == (40, 40)
+
+
+async def test_graceful_restart_and_killed_worker_lose_no_poll(database_url, data_dir):
+    """SIGHUP replaces every worker one at a time; a worker killed with SIGKILL is respawned;
+    polls on new connections meanwhile all succeed."""
+    import signal
+
+    gw = Gateway(database_url, data_dir, workers=2)
+    failures = polls = 0
+    try:
+        gw.wait_ready()
+        conn = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            async def pids() -> set[int]:
+                """The supervisor's worker processes, read from /proc."""
+                out = set()
+                for stat in Path("/proc").glob("[0-9]*/stat"):
+                    try:
+                        fields = stat.read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if int(fields[1]) == gw.proc.pid and fields[0] != "Z":
+                        out.add(int(stat.parent.name))
+                return out
+
+            async def poll_until(pred, timeout=30.0) -> None:
+                nonlocal failures, polls
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    for _ in range(10):
+                        try:
+                            status, _ = await latest(s, gw, "RESTART1", "1.0.0", sw="shut-fw", hw="shut-hw")
+                            polls += 1
+                            failures += status >= 500  # any answer counts; none may be an error
+                        except aiohttp.ClientError:
+                            failures += 1
+                    if await pred():
+                        return
+                raise AssertionError("condition not reached")
+
+            old = await pids()
+            assert len(old) == 2
+            os.kill(gw.proc.pid, signal.SIGHUP)
+
+            async def replaced() -> bool:
+                return not (await pids()) & old
+            await poll_until(replaced)
+            current = await pids()
+            assert len(current) == 2
+            victim = next(iter(current))
+            os.kill(victim, signal.SIGKILL)
+
+            async def respawned() -> bool:
+                got = await pids()
+                return victim not in got and len(got) == 2
+            await poll_until(respawned)
+    finally:
+        out = gw.stop()
+    assert gw.proc.returncode == 0, out
+    assert polls > 0 and failures == 0, (polls, failures)

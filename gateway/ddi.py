@@ -1,0 +1,570 @@
+"""hawkBit DDI device API (specs/ddi.md), served at `/{tenant}/controller/v1/{controllerId}` and
+at Memfault's `/api/v0/hawkbit/{tenant}/controller/v1/{controllerId}`.
+
+controllerId is the device serial. `GatewayToken <project key>` names the project (the tenant is
+then ignored, so Memfault's fixed `default` works) and may act as any serial; `TargetToken
+<device token>` is checked against the device of the tenant (= project slug). What a device gets
+next is the Memfault API's answer (`ProjectView.decide`); an offer becomes an action whose
+feedback is written synchronously. A steady-state base poll touches only memory: the mirror and
+the per-device cache of `ddi_state`.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import zlib
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+from aiohttp import web
+
+from . import ddi_store, store
+from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
+from .artifacts import BLOBS
+from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
+from .delivery import send_blob
+from .errors import ApiError, BadRequest, NotFound, add_route
+from .metrics import METRICS
+from .mirror import SERIAL_RE_TEXT as SERIAL_RE
+from .mirror import PayloadView, ProjectView, ReleaseView
+from .tokens import hash_token
+
+MEMFAULT_ROOT = "/api/v0/hawkbit"
+BASE = "/{tenant}/controller/v1/{controllerId}"
+
+EXECUTIONS = ("closed", "proceeding", "canceled", "scheduled", "rejected", "resumed", "downloaded", "download")
+FINISHED = ("success", "failure", "none")
+HARDWARE_KEYS = ("memfault__hardware_version", "hardware_version")
+SOFTWARE_TYPE_KEYS = ("memfault__software_type", "software_type")
+VERSION_KEYS = ("memfault__current_version", "current_version", "sw_version")
+HAWKBIT_STATUS = {"open": "RUNNING", "canceling": "CANCELING", "succeeded": "FINISHED", "failed": "ERROR",
+                  "canceled": "CANCELED"}
+_MAX_DETAILS, _MAX_DETAIL_CHARS = 100, 1024
+
+
+@dataclass(slots=True)
+class Caller:
+    """An authenticated device: its project, serial and cached state."""
+    project: ProjectView
+    serial: str
+    cohort_override: int | None
+    state: DeviceState
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.project.id, self.serial)
+
+
+# -- authentication and per-device state ---------------------------------------------------------
+
+async def device_state(app: web.Application, project_id: int, serial: str) -> DeviceState:
+    """The cached state; loaded from the database on the first poll of a serial in this process."""
+    cache: DeviceCache = app[DDI_CACHE]
+    cache.follow(getattr(app[MIRROR], "reconnects", 0))
+    state = cache.get((project_id, serial))
+    if state is None:
+        generation = cache.generation
+        state = state_from_row(await ddi_store.load_device_state(app[POOL], project_id, serial))
+        cache.loads += 1
+        cache.put((project_id, serial), state, generation)
+    return state
+
+
+async def authenticate(request: web.Request) -> Caller | None:
+    """The calling device, or None when the Authorization header does not authenticate it."""
+    header = request.headers.get("Authorization", "")
+    mirror = request.app[MIRROR]
+    token_hash = None
+    if header.startswith("GatewayToken "):
+        info = mirror.keys.get(hash_token(header[13:].strip()))
+        if info is None:
+            return None
+        project, override = mirror.projects.get(info.project_id), info.cohort_override
+    elif header.startswith("TargetToken "):
+        token_hash = hash_token(header[12:].strip())
+        project, override = mirror.by_slug.get(request.match_info["tenant"]), None
+    else:
+        return None
+    if project is None:
+        return None
+    serial = request.match_info["controllerId"]
+    if not SERIAL_RE.match(serial):
+        raise BadRequest("controllerId must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
+    state = await device_state(request.app, project.id, serial)
+    if token_hash is not None and not (state.token_hash and hmac.compare_digest(state.token_hash, token_hash)):
+        return None
+    return Caller(project, serial, override, state)
+
+
+def _device_route(handler):
+    """Authenticate first; hawkBit answers a failed authentication with a bare 401."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        caller = await authenticate(request)
+        if caller is None:
+            return web.Response(status=401)
+        return await handler(request, caller)
+
+    wrapped.__name__, wrapped.__doc__ = handler.__name__, handler.__doc__
+    return wrapped
+
+
+async def _durable(request: web.Request, caller: Caller, tx, *, notify: bool = True):
+    """Run `tx(conn)` in a transaction, then drop the cached state here and (by NOTIFY) elsewhere."""
+    cache = request.app[DDI_CACHE]
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        result = await tx(conn)
+        if notify:
+            await store.notify(conn, cache.message(*caller.key))
+    cache.invalidate(caller.key)
+    return result
+
+
+# -- what to offer -------------------------------------------------------------------------------------
+
+def effective_identity(project: ProjectView, state: DeviceState) -> tuple[str | None, str | None]:
+    """Hardware version (reported or provisioned, else the project's DDI default) and software type."""
+    return (state.hardware_version or project.ddi_hardware_version,
+            state.software_type or project.ddi_software_type)
+
+
+def _cohort(caller: Caller):
+    project = caller.project
+    dev = project.devices.get(caller.serial)
+    cohort_id = caller.cohort_override or (dev.cohort_id if dev else project.default_cohort_id)
+    return project.cohorts.get(cohort_id) or project.cohorts[project.default_cohort_id]
+
+
+def plan(caller: Caller) -> tuple[str, ActionView | None, object]:
+    """Pure: what a poll should show. Returns (what, action, detail) where `what` is
+    `deploymentBase` / `cancelAction` (of `action`), `cancel` (the open `action` is no longer
+    wanted), `create` (an action for the (release, payload, reason) in `detail`) or a reason
+    for offering nothing."""
+    project, state = caller.project, caller.state
+    hw, sw = effective_identity(project, state)
+    if not hw:
+        return "no_hardware_version", None, None
+    if not sw:
+        return "no_software_type", None, None
+    current = state.versions.get(sw)
+    decision, dev = project.decide(caller.serial, hw, sw, current, caller.cohort_override)
+    action = state.actions.get(sw)
+    if action is not None:
+        if action.status == "canceling":
+            return "cancelAction", action, "canceling"
+        # keep offering it until the device closes it, also once it reports the new version:
+        # SWUpdate sends its final report after a restart, to the action the poll still shows
+        if action.release_id in project.releases and (
+                action.cancel_rejected or action.release_id == decision.release_id or action.version == current):
+            return "deploymentBase", action, decision.reason if action.release_id == decision.release_id \
+                else "in_progress"
+        return "cancel", action, "canceled_by_server"
+    if decision.release_id is None:
+        return decision.reason, None, None
+    if decision.release_id in state.blocked:
+        return "failed_previously", None, None
+    rel = project.releases.get(decision.release_id)
+    pl = rel.payloads.get(dev.hardware_version if dev and dev.hardware_version else hw) if rel else None
+    if pl is None:
+        return "no_release_for_hardware", None, None
+    return "create", None, (rel, pl, decision.reason)
+
+
+async def _create_action(request: web.Request, caller: Caller, rel: ReleaseView, pl: PayloadView,
+                         reason: str) -> None:
+    async def tx(conn):
+        device_id = caller.state.device_id or await ddi_store.ensure_device(
+            conn, caller.project.id, caller.serial, caller.state.hardware_version)
+        await ddi_store.create_action(conn, caller.project.id, device_id, release_id=rel.id, payload_id=pl.id,
+                                      software_type=rel.software_type, version=rel.version,
+                                      from_version=rel.from_version, reason=reason)
+    await _durable(request, caller, tx)
+
+
+async def _resolve(request: web.Request, caller: Caller) -> tuple[str | None, ActionView | None, str]:
+    """(link kind, action, reason) for a poll, doing the durable writes a change needs."""
+    what, action, detail = plan(caller)
+    if what == "cancel":
+        await _durable(request, caller, lambda conn: ddi_store.mark_canceling(conn, action.id))
+        return "cancelAction", action, detail
+    if what == "create":
+        await _create_action(request, caller, *detail)
+        # another process may have created one first: whatever the database now holds wins
+        caller.state = await device_state(request.app, *caller.key)
+        what, action, detail = plan(caller)
+        if what not in ("deploymentBase", "cancelAction"):
+            return None, None, what
+        return what, action, detail
+    if what in ("deploymentBase", "cancelAction"):
+        return what, action, detail
+    return None, None, what
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def _base_url(request: web.Request, caller: Caller) -> str:
+    root = MEMFAULT_ROOT if request.match_info.route.resource.canonical.startswith(MEMFAULT_ROOT) else ""
+    tenant = quote(request.match_info["tenant"], safe="")
+    return f"{root}/{tenant}/controller/v1/{caller.serial}"
+
+
+def _json(request: web.Request, obj) -> web.Response:
+    """A DDI JSON answer with hawkBit's shallow ETag (304 on a matching If-None-Match)."""
+    body = orjson.dumps(obj)
+    etag = f'"{zlib.crc32(body):08x}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
+
+
+def _sleep(seconds: int) -> str:
+    """HH:MM:SS; SWUpdate parses it with strptime, so hours stay below 24 and 0 is avoided."""
+    s = min(max(int(seconds), 1), 24 * 3600 - 1)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _c(action_id: int, update_type: str) -> int:
+    """hawkBit's `c`: a signed 32-bit value that changes when the offer's urgency does."""
+    v = zlib.crc32(f"{action_id}:{update_type}".encode())
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _artifact_links(request: web.Request, caller: Caller, pl: PayloadView) -> dict:
+    """Signed hrefs (they work without a header too); `download` when served over TLS."""
+    signer = request.app[SIGNER]
+    path = f"{_base_url(request, caller)}/softwaremodules/{pl.id}/artifacts/{quote(pl.filename, safe='')}"
+    exp = signer.expiry()
+    suffix = "" if signer.public_url.startswith("https:") else "-http"
+    return {f"download{suffix}": {"href": signer.sign(path, exp)},
+            f"md5sum{suffix}": {"href": signer.sign(path + ".MD5SUM", exp)}}
+
+
+def artifact_json(request: web.Request, caller: Caller, pl: PayloadView) -> dict:
+    return {"filename": pl.filename, "hashes": {"sha1": pl.sha1, "md5": pl.md5, "sha256": pl.sha256},
+            "size": pl.size, "_links": _artifact_links(request, caller, pl)}
+
+
+def deployment_doc(request: web.Request, caller: Caller, action_id: int, rel: ReleaseView, pl: PayloadView,
+                   update_type: str, history: dict | None = None, key: str = "deployment") -> dict:
+    """The deploymentBase (or installedBase) document of one action."""
+    chunk = {"part": "os", "version": rel.version, "name": rel.software_type,
+             "artifacts": [artifact_json(request, caller, pl)]}
+    meta = {**(rel.extra_info or {}), **(pl.extra_info or {})}
+    if meta:
+        chunk["metadata"] = [{"key": k, "value": str(v)} for k, v in meta.items()]
+    doc = {"id": str(action_id), key: {"download": update_type, "update": update_type, "chunks": [chunk]}}
+    if history is not None:
+        doc["actionHistory"] = history
+    return doc
+
+
+async def _history(request: web.Request, action_id: int, status: str) -> dict | None:
+    """`?actionHistory=N`: the N newest device messages (N < 0 or >= 100 means 100; 0 none)."""
+    raw = request.query.get("actionHistory", "0")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise BadRequest("actionHistory must be an integer") from None
+    if n == 0:
+        return None
+    n = 100 if n < 0 or n >= 100 else n
+    return {"status": HAWKBIT_STATUS[status],
+            "messages": await ddi_store.device_messages(request.app[POOL], action_id, n)}
+
+
+def _action_id(request: web.Request) -> int:
+    raw = request.match_info["actionId"]
+    if not raw.isdigit():
+        raise BadRequest(f"actionId must be a decimal integer, not {raw[:40]!r}")
+    return int(raw)
+
+
+# -- device endpoints ------------------------------------------------------------------------------
+
+@_device_route
+async def base_poll(request: web.Request, caller: Caller) -> web.Response:
+    """GET {base}: polling interval and links to what the device should do next."""
+    kind, action, reason = await _resolve(request, caller)
+    project, state = caller.project, caller.state
+    cohort = _cohort(caller)
+    base = request.app[SETTINGS].effective_public_url + _base_url(request, caller)
+    links = {}
+    if kind == "deploymentBase":
+        links[kind] = {"href": f"{base}/deploymentBase/{action.id}?c={_c(action.id, cohort['ddi_update_type'])}"}
+    elif kind == "cancelAction":
+        links[kind] = {"href": f"{base}/cancelAction/{action.id}"}
+    sw = effective_identity(project, state)[1]
+    installed = state.installed.get(sw) if sw else None
+    if installed is not None:
+        links["installedBase"] = {"href": f"{base}/installedBase/{installed[0]}"}
+    if state.config_requested:  # asked again after an update; a device that never says more is not pestered
+        links["configData"] = {"href": f"{base}/configData"}
+    body = {"config": {"polling": {"sleep": _sleep(cohort["ddi_polling_interval"])}}}
+    if links:
+        body["_links"] = links
+    # versions reach the database through configData and feedback (synchronously): the
+    # check-in only registers the device and its last-seen time
+    checkins = request.app[CHECKINS]
+    checkins.add(project.id, caller.serial, state.hardware_version, sw or "", None, "ddi")
+    METRICS.inc("ota_gateway_polls", ("ddi", reason))
+    resp = _json(request, body)
+    resp.headers["ota-gateway-reason"] = reason
+    if not checkins.accepting:
+        await checkins.room()
+    return resp
+
+
+def _open_action(caller: Caller, action_id: int) -> ActionView | None:
+    return next((a for a in caller.state.actions.values() if a.id == action_id), None)
+
+
+@_device_route
+async def deployment_base(request: web.Request, caller: Caller) -> web.Response:
+    """GET {base}/deploymentBase/{actionId}: the update to install."""
+    action_id = _action_id(request)
+    action = _open_action(caller, action_id)
+    if action is None or action.status != "open":
+        raise NotFound(f"actionId {action_id} is not an open deployment of device {caller.serial}")
+    rel = caller.project.releases.get(action.release_id)
+    pl = caller.project.payloads.get(action.payload_id)
+    if rel is None or pl is None:
+        raise NotFound(f"actionId {action_id}: its release no longer exists")
+    history = await _history(request, action_id, action.status)
+    if not action.retrieved:  # once per action, so that operators see the device fetched it
+        await _durable(request, caller, lambda conn: ddi_store.mark_retrieved(conn, action_id), notify=False)
+    return _json(request, deployment_doc(request, caller, action_id, rel, pl, _cohort(caller)["ddi_update_type"],
+                                         history))
+
+
+@_device_route
+async def installed_base(request: web.Request, caller: Caller) -> web.Response:
+    """GET {base}/installedBase/{actionId}: a finished action's document (to download it again)."""
+    action_id = _action_id(request)
+    row = await ddi_store.device_action(request.app[POOL], caller.project.id, caller.serial, action_id)
+    if row is None or row["status"] not in ("succeeded", "failed"):
+        raise NotFound(f"actionId {action_id} is not a finished action of device {caller.serial}")
+    rel = caller.project.releases.get(row["release_id"])
+    pl = caller.project.payloads.get(row["payload_id"])
+    if rel is None or pl is None:
+        raise NotFound(f"actionId {action_id}: its release no longer exists")
+    history = await _history(request, action_id, row["status"])
+    return _json(request, deployment_doc(request, caller, action_id, rel, pl, _cohort(caller)["ddi_update_type"],
+                                         history))
+
+
+@_device_route
+async def cancel_action(request: web.Request, caller: Caller) -> web.Response:
+    """GET {base}/cancelAction/{actionId}: the server asks the device to stop an action."""
+    action_id = _action_id(request)
+    action = _open_action(caller, action_id)
+    if action is None or action.status != "canceling":
+        row = await ddi_store.device_action(request.app[POOL], caller.project.id, caller.serial, action_id)
+        if row is None or row["status"] not in ("canceling", "canceled"):
+            raise NotFound(f"actionId {action_id} is not being canceled on device {caller.serial}")
+    return _json(request, {"id": str(action_id), "cancelAction": {"stopId": str(action_id)}})
+
+
+def lenient_json(raw: bytes):
+    """Parse a device's JSON; SWUpdate builds bodies with printf and may put raw newlines in strings."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw.decode("utf-8", "replace"), strict=False)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    execution: str
+    finished: str
+    code: int | None
+    progress: dict | None
+    details: list[str]
+
+
+def _text(v) -> str:
+    s = v if isinstance(v, str) else orjson.dumps(v).decode()
+    return s.replace("\x00", "")[:_MAX_DETAIL_CHARS]  # PostgreSQL text cannot hold NUL
+
+
+def parse_feedback(raw: bytes) -> Feedback:
+    """Validate what hawkBit requires (status.execution, status.result.finished) and take the rest
+    as it comes: free text is capped, never a reason to refuse a final report."""
+    body = lenient_json(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    status = body.get("status")
+    if not isinstance(status, dict):
+        raise BadRequest("status is required: an object with execution and result")
+    execution = status.get("execution")
+    if not isinstance(execution, str) or execution not in EXECUTIONS:
+        raise BadRequest(f"status.execution must be one of {', '.join(EXECUTIONS)}")
+    result = status.get("result")
+    if not isinstance(result, dict):
+        raise BadRequest("status.result is required: an object with finished")
+    finished = result.get("finished")
+    if not isinstance(finished, str) or finished not in FINISHED:
+        raise BadRequest(f"status.result.finished must be one of {', '.join(FINISHED)}")
+    code = status.get("code")
+    if not isinstance(code, int) or isinstance(code, bool) or not -2**31 <= code < 2**31:
+        code = None
+    progress = result.get("progress")
+    progress = {k: progress[k] for k in ("cnt", "of") if isinstance(progress.get(k), int)} \
+        if isinstance(progress, dict) else None
+    details = status.get("details")
+    details = [details] if isinstance(details, str) else details if isinstance(details, list) else []
+    return Feedback(execution, finished, code, progress or None, [_text(d) for d in details[:_MAX_DETAILS]])
+
+
+def transition(kind: str, fb: Feedback) -> tuple[str | None, bool]:
+    """(new action status or None, cancel rejected) for feedback on a `deployment` or a `cancel`."""
+    if kind == "deployment":
+        if fb.execution == "closed":
+            return ("failed" if fb.finished == "failure" else "succeeded"), False
+        return ("canceled" if fb.execution == "canceled" else None), False
+    if fb.execution == "closed":
+        return ("failed" if fb.finished == "failure" else "canceled"), False
+    if fb.execution == "rejected":
+        return "open", True
+    return None, False
+
+
+async def _feedback(request: web.Request, caller: Caller, kind: str) -> web.Response:
+    action_id = _action_id(request)
+    fb = parse_feedback(await request.read())
+    new_status, rejected = transition(kind, fb)
+
+    async def tx(conn):
+        row = await ddi_store.device_action(conn, caller.project.id, caller.serial, action_id, lock=True)
+        if row is None:
+            raise NotFound(f"actionId {action_id} is not an action of device {caller.serial}")
+        if row["status"] not in ddi_store.OPEN:
+            raise ApiError(f"actionId {action_id} is already closed ({row['status']})", status=410, type="gone")
+        if kind == "cancel" and row["status"] != "canceling":
+            raise ApiError(f"actionId {action_id} is not being canceled", status=405, type="not_cancelable")
+        await ddi_store.add_feedback(conn, action_id, kind=kind, execution=fb.execution, finished=fb.finished,
+                                     code=fb.code, progress=fb.progress, details=fb.details)
+        if new_status is not None:
+            await ddi_store.set_action_status(conn, action_id, new_status, cancel_rejected=rejected)
+            if new_status == "succeeded":
+                await ddi_store.record_version(conn, row["device_id"], row["software_type"], row["version"])
+                await ddi_store.request_config(conn, row["device_id"])
+
+    if new_status is None:  # progress only: durable, but nothing a poll would answer differently
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            await tx(conn)
+    else:
+        await _durable(request, caller, tx)
+    return web.Response(status=200)
+
+
+@_device_route
+async def deployment_feedback(request: web.Request, caller: Caller) -> web.Response:
+    """POST {base}/deploymentBase/{actionId}/feedback: progress or result; 200 with an empty body."""
+    return await _feedback(request, caller, "deployment")
+
+
+@_device_route
+async def cancel_feedback(request: web.Request, caller: Caller) -> web.Response:
+    """POST {base}/cancelAction/{actionId}/feedback: the device's answer to a cancel."""
+    return await _feedback(request, caller, "cancel")
+
+
+def _first(data: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((data[k] for k in keys if data.get(k)), None)
+
+
+@_device_route
+async def config_data(request: web.Request, caller: Caller) -> web.Response:
+    """PUT {base}/configData: device attributes; the memfault__* ones (and aliases) set the
+    hardware version (once), software type and current version. 200 with an empty body."""
+    body = lenient_json(await request.read())
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    data = body.get("data")
+    if not isinstance(data, dict) or not data:
+        raise BadRequest("data is required: a non-empty object of string attributes")
+    for k, v in data.items():
+        if not isinstance(v, str) or len(k) > 128 or len(v) > 128 or "\x00" in k or "\x00" in v:
+            raise BadRequest(f"data.{k[:64]} must be a string of at most 128 characters (key too)")
+    mode = body.get("mode") or "merge"
+    if mode not in ("merge", "replace", "remove"):
+        raise BadRequest("mode must be merge, replace or remove")
+    reported = mode != "remove"
+    hw = _first(data, HARDWARE_KEYS) if reported else None
+    sw = _first(data, SOFTWARE_TYPE_KEYS) if reported else None
+    current = _first(data, VERSION_KEYS) if reported else None
+    software_type = sw or effective_identity(caller.project, caller.state)[1]
+
+    async def tx(conn):
+        device_id = caller.state.device_id or await ddi_store.ensure_device(conn, caller.project.id,
+                                                                            caller.serial, None)
+        await ddi_store.save_config(conn, device_id, mode=mode, data=data, hardware_version=hw, software_type=sw)
+        if current and software_type:
+            await ddi_store.record_version(conn, device_id, software_type, current)
+    await _durable(request, caller, tx)
+    return web.Response(status=200)
+
+
+@_device_route
+async def artifact_list(request: web.Request, caller: Caller) -> web.Response:
+    """GET {base}/softwaremodules/{id}/artifacts: the module's artifacts (one payload here)."""
+    raw_id = request.match_info["softwareModuleId"]
+    pl = caller.project.payloads.get(int(raw_id)) if raw_id.isdigit() else None
+    if pl is None or not caller.state.payload_allowed(pl.id):
+        raise NotFound(f"softwareModuleId {raw_id[:40]!r} is not assigned to this device")
+    return _json(request, [artifact_json(request, caller, pl)])
+
+
+async def artifact(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD {base}/softwaremodules/{id}/artifacts/{fileName}[.MD5SUM]: with the device's
+    Authorization header, or with the signed URL the deployment document handed out."""
+    signed = request.app[SIGNER].verify(request.rel_url.raw_path, request.query.get("e"), request.query.get("s"))
+    raw_id = request.match_info["softwareModuleId"]
+    if not raw_id.isdigit():
+        raise NotFound(f"softwareModuleId {raw_id[:40]!r} not found")
+    module_id = int(raw_id)
+    if signed:
+        pl = next((p.payloads[module_id] for p in request.app[MIRROR].projects.values()
+                   if module_id in p.payloads), None)
+    else:
+        caller = await authenticate(request)
+        if caller is None:
+            return web.Response(status=401)
+        pl = caller.project.payloads.get(module_id)
+        if pl is not None and not caller.state.payload_allowed(module_id):
+            pl = None
+    if pl is None:
+        raise NotFound(f"softwareModuleId {module_id} is not assigned to this device")
+    name = request.match_info["fileName"]
+    disposition = f"attachment;filename={quote(name, safe='._-+ ')}"
+    if name == pl.filename + ".MD5SUM" and name != pl.filename:
+        return web.Response(text=f"{pl.md5}  {pl.filename}", content_type="text/plain",
+                            headers={"Content-Disposition": disposition})
+    if name != pl.filename:
+        raise NotFound(f"fileName {name[:64]!r} is not an artifact of softwareModuleId {module_id}")
+    return await send_blob(request, request.app[BLOBS].path(pl.sha256), pl.sha256,
+                           headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"})
+
+
+async def _attach_cache(app: web.Application) -> None:
+    app[MIRROR].hooks.append(app[DDI_CACHE].on_message)
+
+
+def setup(app: web.Application) -> None:
+    app[DDI_CACHE] = DeviceCache()
+    app.on_startup.append(_attach_cache)  # after the cleanup contexts: the mirror exists by then
+    for root in ("", MEMFAULT_ROOT):
+        b = root + BASE
+        add_route(app, "GET", b, base_poll)
+        add_route(app, "GET", b + "/deploymentBase/{actionId}", deployment_base)
+        add_route(app, "POST", b + "/deploymentBase/{actionId}/feedback", deployment_feedback)
+        add_route(app, "GET", b + "/cancelAction/{actionId}", cancel_action)
+        add_route(app, "POST", b + "/cancelAction/{actionId}/feedback", cancel_feedback)
+        add_route(app, "PUT", b + "/configData", config_data)
+        add_route(app, "GET", b + "/installedBase/{actionId}", installed_base)
+        add_route(app, "GET", b + "/softwaremodules/{softwareModuleId}/artifacts", artifact_list)
+        add_route(app, "GET", b + "/softwaremodules/{softwareModuleId}/artifacts/{fileName}", artifact)

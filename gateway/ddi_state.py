@@ -1,0 +1,124 @@
+"""Per-device DDI state kept in memory, so that a steady-state DDI poll needs no database.
+
+A device's state is loaded from Postgres on its first poll in a process and kept in a bounded LRU.
+Whoever changes it durably (feedback, configData, a new action, the management API) drops the
+local entry and sends `ddi:<project>:<serial>:<origin>`; other processes drop theirs when the
+mirror hands them that message (or `device:<project>:<serial>`). A process ignores its own
+messages: it already dropped the entry when it wrote.
+"""
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass(frozen=True, slots=True)
+class ActionView:
+    id: int
+    release_id: int | None
+    payload_id: int | None
+    software_type: str
+    version: str
+    status: str                 # open | canceling
+    cancel_rejected: bool
+    retrieved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device_id: int | None       # None: not registered yet
+    hardware_version: str | None
+    software_type: str | None
+    versions: dict[str, str]
+    token_hash: str | None
+    config_requested: bool
+    actions: dict[str, ActionView]        # open actions by software type
+    installed: dict[str, tuple[int, int | None]]  # software type -> (last succeeded action, payload)
+    blocked: frozenset[int]               # releases that failed here and were not retried
+
+    def payload_allowed(self, payload_id: int) -> bool:
+        """A device may download what it was offered or last installed."""
+        return any(a.payload_id == payload_id for a in self.actions.values()) or \
+            any(p == payload_id for _, p in self.installed.values())
+
+
+UNKNOWN = DeviceState(None, None, None, {}, None, True, {}, {}, frozenset())
+
+
+def state_from_row(row) -> DeviceState:
+    if row is None:
+        return UNKNOWN
+    return DeviceState(
+        device_id=row["id"], hardware_version=row["hardware_version"], software_type=row["ddi_software_type"],
+        versions=row["versions"], token_hash=row["ddi_token_hash"], config_requested=row["ddi_config_requested"],
+        actions={a["software_type"]: ActionView(
+            id=a["id"], release_id=a["release_id"], payload_id=a["payload_id"], software_type=a["software_type"],
+            version=a["version"], status=a["status"], cancel_rejected=a["cancel_rejected"],
+            retrieved=a["retrieved"]) for a in row["open_actions"]},
+        installed={i["software_type"]: (i["id"], i["payload_id"]) for i in row["installed"]},
+        blocked=frozenset(row["blocked"]))
+
+
+class DeviceCache:
+    """Bounded LRU of DeviceState keyed by (project id, serial)."""
+
+    def __init__(self, max_size: int = 200_000):
+        self.max_size = max_size
+        self._items: OrderedDict[tuple[int, str], DeviceState] = OrderedDict()
+        # bumped by every invalidation: a load that overlapped one must not be cached
+        self.generation = 0
+        self.origin = secrets.token_hex(6)
+        self.loads = 0
+        self.epoch = 0  # the mirror's reconnect count this cache is valid for
+
+    def follow(self, epoch: int) -> None:
+        """Forget everything when the mirror reconnected: notifications sent meanwhile were lost."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.generation += 1
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[int, str]) -> DeviceState | None:
+        state = self._items.get(key)
+        if state is not None:
+            self._items.move_to_end(key)
+        return state
+
+    def put(self, key: tuple[int, str], state: DeviceState, generation: int) -> None:
+        """Cache a state loaded when `generation` was current (dropped if anything was invalidated since)."""
+        if generation != self.generation:
+            return
+        self._items[key] = state
+        self._items.move_to_end(key)
+        if len(self._items) > self.max_size:
+            self._items.popitem(last=False)
+
+    def invalidate(self, key: tuple[int, str]) -> None:
+        self.generation += 1
+        self._items.pop(key, None)
+
+    def message(self, project_id: int, serial: str) -> str:
+        """The NOTIFY payload telling other processes that this device's state changed."""
+        return f"ddi:{project_id}:{serial}:{self.origin}"
+
+    def on_message(self, kind: str, rest: str) -> None:
+        """Mirror hook: drop entries named by `ddi:` (from other processes) and `device:` messages."""
+        if kind == "ddi":
+            pid, serial, origin = (rest.split(":") + ["", ""])[:3]
+            if origin == self.origin:
+                return
+        elif kind == "device":
+            pid, _, serial = rest.partition(":")
+        else:
+            return
+        if pid.isdigit():
+            self.invalidate((int(pid), serial))
+
+
+DDI_CACHE = web.AppKey("ddi_cache", DeviceCache)
