@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 from aiohttp import web
 
 from . import (artifacts, ddi, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight, manage_org,
                memfault_api, store)
+from .aio import cancel_and_wait
 from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
@@ -68,10 +68,7 @@ async def _resources(app: web.Application):
     try:
         yield
     finally:
-        if snapshots:
-            snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await snapshots
+        await cancel_and_wait(snapshots)
         await checkins.stop()
         await mirror.stop()
         METRICS.write_snapshot()

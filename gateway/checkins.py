@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import asyncpg
 
 from . import store
+from .aio import cancel_and_wait
 from .metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,5 @@ class CheckinBuffer:
 
     async def stop(self) -> None:
         """Stop the timer and write what is left."""
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.flush()

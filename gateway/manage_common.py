@@ -7,7 +7,8 @@ import orjson
 from aiohttp import web
 
 from .appkeys import MIRROR
-from .errors import BadRequest, json_response
+from . import store
+from .errors import BadRequest, NotFound, json_response
 
 P = "/api/v0/organizations/{org}/projects/{project}"
 _SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -54,3 +55,16 @@ async def refresh(request: web.Request, *messages: str) -> None:
 
 def iso(ts) -> str | None:
     return ts.isoformat() if ts is not None else None
+
+
+async def one_release(conn, project_id: int, version: str, from_version: str | None, software_type: str | None):
+    """The release named by version (and delta from-version), disambiguated by software type."""
+    rels = [r for r in await store.find_releases(conn, project_id, version, from_version)
+            if software_type is None or r["software_type"] == software_type]
+    label = f"{from_version} -> {version}" if from_version else version
+    if not rels:
+        raise NotFound(f"release {label!r} not found")
+    if len(rels) > 1:
+        raise BadRequest(f"release {label!r} exists for software types "
+                         f"{', '.join(r['software_type'] for r in rels)}: add software_type")
+    return rels[0]

@@ -12,7 +12,7 @@ from . import store
 from .appkeys import POOL
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, add_route, json_response
 from .manage_auth import Identity, project_for
-from .manage_common import P, body_json, data, iso, need_str, refresh
+from .manage_common import P, body_json, data, iso, need_str, one_release, refresh
 
 
 def deployment_json(a) -> dict:
@@ -105,18 +105,6 @@ def _parse_deployment(body: dict) -> tuple[str, str | None, str, str, int | None
     return version, from_version, cohort_slug, typ, percent, software_type
 
 
-async def _one_release(conn, project_id: int, version: str, from_version: str | None, software_type: str | None):
-    rels = [r for r in await store.find_releases(conn, project_id, version, from_version)
-            if software_type is None or r["software_type"] == software_type]
-    label = f"{from_version} -> {version}" if from_version else version
-    if not rels:
-        raise NotFound(f"release {label!r} not found")
-    if len(rels) > 1:
-        raise BadRequest(f"release {label!r} exists for software types "
-                         f"{', '.join(r['software_type'] for r in rels)}: add software_type")
-    return rels[0]
-
-
 async def list_deployments(request: web.Request) -> web.Response:
     _, p = await project_for(request)
     q = request.query
@@ -142,7 +130,7 @@ async def create_deployment(request: web.Request) -> web.Response:
         if cohort is None:
             raise NotFound(f"cohort {cohort_slug!r} not found")
         check_may_change(ident, cohort)
-        rel = await _one_release(conn, p["id"], version, from_version, software_type)
+        rel = await one_release(conn, p["id"], version, from_version, software_type)
         if cohort["requires_approval"]:
             existing = await store.active_activation(conn, rel["id"], cohort["id"])
             row = await store.create_activation_request(

@@ -8,7 +8,7 @@ from . import store
 from .appkeys import POOL
 from .errors import BadRequest, Conflict, Forbidden, NotFound, add_route, json_response
 from .manage_auth import project_for
-from .manage_common import _SLUG_CHARS, P, body_json, data, iso, need_str, refresh
+from .manage_common import _SLUG_CHARS, P, body_json, data, iso, need_str, one_release, refresh
 from .mirror import SERIAL_RE_TEXT
 from .tokens import hash_token, new_project_key
 
@@ -232,52 +232,54 @@ async def stage_devices(request: web.Request) -> web.Response:
     return data({"changed": changed, "staged": staged_now, "devices": total})
 
 
-async def set_override(request: web.Request) -> web.Response:
-    """PUT devices/{serial}/release-override {"release": version or id, "software_type"?}."""
+async def _change_override(request: web.Request, *, clear: bool) -> web.Response:
     ident, p = await project_for(request)
+    release_ref = None if clear else _override_body(await body_json(request))
     serial = request.match_info["serial"]
-    body = await body_json(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        dev = await store.device_row(conn, p["id"], serial)
+        if dev is None:
+            raise NotFound(f"device {serial} not found")
+        release_id = None
+        if release_ref is not None:
+            ref, software_type = release_ref["release"], release_ref.get("software_type")
+            if ref.isdigit() and not await store.find_releases(conn, p["id"], ref, None):
+                rows = await store.releases_with_payloads(conn, p["id"], release_id=int(ref))
+                if not rows:
+                    raise NotFound(f"release {ref!r} not found")
+                release_id = rows[0]["id"]
+            else:
+                release_id = (await one_release(conn, p["id"], ref, None, software_type))["id"]
+        await store.set_override(conn, p["id"], serial, release_id)
+        await store.audit(conn, p["id"], ident.actor, "device.override" if release_id else "device.clear_override",
+                          f"device:{serial}", {"release_override_id": dev["release_override_id"]},
+                          {"release_override_id": release_id})
+        await store.notify(conn, f"device:{p['id']}:{serial}")
+        row = await store.device_row(conn, p["id"], serial)
+    await refresh(request, f"device:{p['id']}:{serial}")
+    return data(device_json(row))
+
+
+def _override_body(body: dict) -> dict:
     ref = body.get("release")
     if isinstance(ref, int) and not isinstance(ref, bool):
         ref = str(ref)
     if not isinstance(ref, str) or not ref:
         raise BadRequest("release is required: a release id or version")
     software_type = body.get("software_type")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        dev = await store.device_row(conn, p["id"], serial)
-        if dev is None:
-            raise NotFound(f"device {serial} not found")
-        rels = [r for r in await store.find_releases(conn, p["id"], ref, None)
-                if software_type is None or r["software_type"] == software_type]
-        if not rels and ref.isdigit():
-            rels = [r for r in await store.releases_with_payloads(conn, p["id"], release_id=int(ref))]
-        if not rels:
-            raise NotFound(f"release {ref!r} not found")
-        if len(rels) > 1:
-            raise BadRequest(f"release {ref!r} exists for several software types: add software_type")
-        await store.set_override(conn, p["id"], serial, rels[0]["id"])
-        await store.audit(conn, p["id"], ident.actor, "device.override", f"device:{serial}",
-                          {"release_override_id": dev["release_override_id"]}, {"release_override_id": rels[0]["id"]})
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"device:{p['id']}:{serial}")
-    return data(device_json(row))
+    if software_type is not None and not isinstance(software_type, str):
+        raise BadRequest("software_type must be a string")
+    return {"release": ref, "software_type": software_type}
+
+
+async def set_override(request: web.Request) -> web.Response:
+    """PUT devices/{serial}/release-override {"release": version or id, "software_type"?}."""
+    return await _change_override(request, clear=False)
 
 
 async def clear_override(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
-    serial = request.match_info["serial"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        dev = await store.device_row(conn, p["id"], serial)
-        if dev is None:
-            raise NotFound(f"device {serial} not found")
-        await store.set_override(conn, p["id"], serial, None)
-        await store.audit(conn, p["id"], ident.actor, "device.clear_override", f"device:{serial}",
-                          {"release_override_id": dev["release_override_id"]}, None)
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"device:{p['id']}:{serial}")
-    return data(device_json(row))
+    """DELETE devices/{serial}/release-override."""
+    return await _change_override(request, clear=True)
 
 
 async def device_history(request: web.Request) -> web.Response:

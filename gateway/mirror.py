@@ -17,6 +17,7 @@ from urllib.parse import quote
 import asyncpg
 
 from . import resolution, store
+from .aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,7 @@ class Mirror:
         self._stopping = True
         if self._reconnect is not None:
             self._reconnect.cancel()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
 
