@@ -13,14 +13,19 @@ from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
 from .config import Settings
 from .errors import Inflight, add_route, json_response, not_found
+from .fleet_metrics import FleetMetrics, build_info
 from .metrics import METRICS
 from .mirror import Mirror
 from .ratelimit import PollLimiter
 from .signing import UrlSigner
 
 
+FLEET = web.AppKey("fleet_metrics", FleetMetrics)
+
+
 async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=METRICS.render(), content_type="text/plain", charset="utf-8",
+    extra = [build_info(), *await request.app[FLEET].families(request.app[POOL])]
+    return web.Response(body=METRICS.render(extra), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
 
@@ -86,6 +91,7 @@ def init_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[LIMITER] = PollLimiter()
+    app[FLEET] = FleetMetrics()
     Inflight.cap = settings.max_inflight
     app[artifacts.BLOBS] = artifacts.BlobStore(settings.effective_storage_dir)
     app.cleanup_ctx.append(_resources)

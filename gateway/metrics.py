@@ -32,11 +32,14 @@ HISTOGRAMS = {
                                                   LATENCY_BUCKETS),
     "ota_gateway_checkin_flush_duration_seconds": ("Duration of one check-in flush", (), FLUSH_BUCKETS),
 }
+# name -> (help, how live workers' values combine: every worker mirrors the same projects, so
+# those take the max; buffers are per worker, so they add up)
 GAUGES = {
-    "ota_gateway_checkin_buffer_depth": "Check-ins waiting in the write-behind buffer",
-    "ota_gateway_mirror_projects": "Projects loaded in the in-memory mirror",
-    "ota_gateway_mirror_device_exceptions": "Devices held in memory because they deviate from their cohort default",
-    "ota_gateway_workers": "Gateway worker processes reporting",
+    "ota_gateway_checkin_buffer_depth": ("Check-ins waiting in the write-behind buffers", sum),
+    "ota_gateway_mirror_projects": ("Projects loaded in the in-memory mirror", max),
+    "ota_gateway_mirror_device_exceptions": (
+        "Devices held in memory because they deviate from their cohort default", max),
+    "ota_gateway_workers": ("Gateway worker processes reporting", sum),
 }
 
 
@@ -100,11 +103,12 @@ class Metrics:
                 snaps.append(snap)
         return snaps
 
-    def render(self) -> bytes:
-        """Prometheus text exposition of the sum over every worker's snapshot."""
+    def render(self, extra: list | None = None) -> bytes:
+        """Prometheus text exposition of the sum over every worker's snapshot, plus `extra`
+        metric families computed elsewhere (fleet gauges)."""
         snaps = self._snapshots()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(snaps))
+        registry.register(_Collector(snaps, extra or []))
         return generate_latest(registry)
 
 
@@ -119,10 +123,12 @@ def _alive(pid: int) -> bool:
 
 
 class _Collector:
-    def __init__(self, snaps: list[dict]):
+    def __init__(self, snaps: list[dict], extra: list):
         self.snaps = snaps
+        self.extra = extra
 
     def collect(self):
+        yield from self.extra
         for name, (help_, labels) in COUNTERS.items():
             total: dict[tuple, float] = {}
             for s in self.snaps:
@@ -147,12 +153,12 @@ class _Collector:
                     out.append((str(bound) if bound != float("inf") else "+Inf", cum))
                 fam.add_metric(list(k), out, v[-1])
             yield fam
-        live = sum(1 for s in self.snaps if s["gauges"])
-        for name, help_ in GAUGES.items():
+        live = [s for s in self.snaps if s["gauges"]]
+        for name, (help_, combine) in GAUGES.items():
             if name == "ota_gateway_workers":
-                yield GaugeMetricFamily(name, help_, value=live)
+                yield GaugeMetricFamily(name, help_, value=len(live))
                 continue
-            yield GaugeMetricFamily(name, help_, value=sum(s["gauges"].get(name, 0) for s in self.snaps))
+            yield GaugeMetricFamily(name, help_, value=combine([s["gauges"].get(name, 0) for s in live] or [0]))
 
 
 METRICS = Metrics()

@@ -695,3 +695,32 @@ async def list_audit(conn, project_id: int, *, actor: str | None, action: str | 
         "SELECT * FROM audit_log WHERE project_id = $1 AND ($2::text IS NULL OR actor = $2) "
         "AND ($3::text IS NULL OR action LIKE $3 || '%') AND ($5::bigint IS NULL OR id < $5) "
         "ORDER BY id DESC LIMIT $4", project_id, actor, action, limit, before_id)
+
+
+# -- fleet metrics ------------------------------------------------------------------------------------
+
+async def fleet_version_counts(conn) -> list[asyncpg.Record]:
+    """Devices per (project, cohort, software type, current version), and staged devices."""
+    return await conn.fetch(
+        """
+        SELECT p.slug AS project, c.slug AS cohort, s.software_type, s.version, count(*) AS n,
+               count(*) FILTER (WHERE d.staged) AS staged
+        FROM device_software s JOIN devices d ON d.id = s.device_id
+        JOIN cohorts c ON c.id = d.cohort_id JOIN projects p ON p.id = d.project_id
+        GROUP BY p.slug, c.slug, s.software_type, s.version
+        """)
+
+
+async def fleet_staged_counts(conn) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT p.slug AS project, c.slug AS cohort, count(*) FILTER (WHERE d.staged) AS staged, count(*) AS n "
+        "FROM devices d JOIN cohorts c ON c.id = d.cohort_id JOIN projects p ON p.id = d.project_id "
+        "GROUP BY p.slug, c.slug")
+
+
+async def fleet_action_counts(conn) -> list[asyncpg.Record]:
+    """DDI actions per release and status (a rollout's progress and failures)."""
+    return await conn.fetch(
+        "SELECT p.slug AS project, a.software_type, a.version, a.status, count(*) AS n "
+        "FROM device_actions a JOIN projects p ON p.id = a.project_id "
+        "GROUP BY p.slug, a.software_type, a.version, a.status")
