@@ -41,16 +41,20 @@ run: install postgres
 	OTA_ORG=$(OTA_ORG) OTA_PROJECT=$(OTA_PROJECT) OTA_ORG_TOKEN=$(OTA_ORG_TOKEN) OTA_PROJECT_KEY=$(OTA_PROJECT_KEY) \
 	  $(BIN)/ota-gateway serve --port $(PORT)
 
-# Debian's swupdate (and openssl, to sign test images): the real DDI device of tests/test_swupdate.py,
-# installed from Debian if missing; without it that test is skipped, not failed.
+# Debian packages the test suite drives for real: swupdate (a hawkBit DDI device, with openssl to
+# sign its test images) and nginx (`nginx -t` on deploy/). Installed from Debian when missing and
+# we are root; elsewhere the tests that need them skip (and fail under CI=true).
+TEST_DEBS ?= swupdate openssl nginx
+
 test-deps:
-	@if command -v swupdate >/dev/null && command -v openssl >/dev/null; then :; \
+	@missing=""; for pkg in $(TEST_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing swupdate and openssl (apt-get install swupdate openssl)"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swupdate openssl >/dev/null; } || \
-	    echo "swupdate could not be installed: tests/test_swupdate.py will be skipped"; \
+	    echo "Installing Debian packages for the tests:$$missing"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	    echo "could not install:$$missing (the tests that need them will skip, or fail in CI)"; \
 	else \
-	    echo "swupdate is missing: tests/test_swupdate.py will be skipped (install Debian's 'swupdate' package)"; \
+	    echo "missing Debian packages:$$missing (the tests that need them will skip)"; \
 	fi
 
 test: install postgres test-deps

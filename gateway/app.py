@@ -62,6 +62,7 @@ async def _resources(app: web.Application):
     app[CHECKINS] = checkins
     METRICS.gauge_fns.update({
         "ota_gateway_checkin_buffer_depth": lambda: len(checkins),
+        "ota_gateway_checkin_oldest_age_seconds": checkins.oldest_age,
         "ota_gateway_mirror_projects": lambda: len(mirror.projects),
         "ota_gateway_mirror_device_exceptions": lambda: sum(len(p.devices) for p in mirror.projects.values()),
         "ota_gateway_workers": lambda: 1,

@@ -35,11 +35,16 @@ class CheckinBuffer:
         self._written: dict[tuple[int, str, str], tuple] = {}
         self.remember = remember
         self.skipped = 0
+        self._oldest = 0.0  # when the oldest check-in now buffered arrived
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task | None = None
         self._flush_lock = asyncio.Lock()
         self._kick = asyncio.Event()
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest buffered check-in has waited (the write-behind lag)."""
+        return time.time() - self._oldest if self._rows else 0.0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -54,6 +59,8 @@ class CheckinBuffer:
                 and now - last[2] < self.last_seen_granularity:
             self.skipped += 1
             return
+        if not self._rows:
+            self._oldest = now
         self._rows[key] = (project_id, serial, hardware_version, software_type, version, protocol, now)
         if len(self._rows) >= self.max_size:
             self._room.clear()
@@ -90,6 +97,7 @@ class CheckinBuffer:
             if not self._rows:
                 return 0
             batch, self._rows = self._rows, {}
+            oldest, self._oldest = self._oldest, 0.0
             self._room.set()
             t0 = time.perf_counter()
             rows = [(pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc))
@@ -98,6 +106,10 @@ class CheckinBuffer:
                 async with self.pool.acquire() as conn:
                     await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
             except BaseException:
+                if not self._rows:
+                    self._oldest = oldest
+                else:
+                    self._oldest = min(self._oldest, oldest)
                 for k, v in batch.items():
                     self._rows.setdefault(k, v)
                 if len(self._rows) >= self.max_size:

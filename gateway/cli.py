@@ -206,6 +206,18 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate(args: argparse.Namespace) -> int:
+    """Apply schema.sql (and the bootstrap from OTA_* variables) to DATABASE_URL, then exit:
+    the Kubernetes migration Job runs this before gateways roll."""
+    settings = Settings.from_env()
+    if not settings.database_url:
+        print("ota-gateway migrate: DATABASE_URL is required", file=sys.stderr)
+        return 2
+    asyncio.run(prepare_database(settings))
+    print("schema applied", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("OTA_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--workers", type=int, help="worker processes (OTA_WORKERS, default: CPU count)")
     s.add_argument("--public-url", help="base of every URL handed to devices (OTA_PUBLIC_URL)")
     s.set_defaults(func=serve)
+    sub.add_parser("migrate", help="apply the schema to DATABASE_URL and exit").set_defaults(func=migrate)
     cli_client.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)

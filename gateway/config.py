@@ -27,6 +27,7 @@ class Settings:
     upload_ttl: int = 3600
     grace_period: float = 10.0               # graceful shutdown
     max_inflight: int = 1024                 # concurrent requests per process before shedding (503)
+    accel_redirect: str | None = None        # e.g. /_artifacts/: nginx serves artifact bytes
     metrics_dir: str | None = None
     bootstrap: dict = field(default_factory=dict)
 
@@ -53,6 +54,7 @@ class Settings:
             max_upload_size=_env_int("OTA_MAX_UPLOAD_SIZE", cls.max_upload_size),
             grace_period=float(os.environ.get("OTA_GRACE_PERIOD", cls.grace_period)),
             max_inflight=_env_int("OTA_MAX_INFLIGHT", cls.max_inflight),
+            accel_redirect=os.environ.get("OTA_ACCEL_REDIRECT") or None,
             bootstrap={k: os.environ[f"OTA_{k.upper()}"] for k in
                        ("org", "project", "org_token", "project_key", "user_email", "user_secret")
                        if os.environ.get(f"OTA_{k.upper()}")},

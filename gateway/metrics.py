@@ -31,11 +31,14 @@ HISTOGRAMS = {
     "ota_gateway_http_request_duration_seconds": ("HTTP request latency by route template", ("route",),
                                                   LATENCY_BUCKETS),
     "ota_gateway_checkin_flush_duration_seconds": ("Duration of one check-in flush", (), FLUSH_BUCKETS),
+    "ota_gateway_mirror_reload_duration_seconds": ("Duration of one mirror reload after a notification", (),
+                                                   FLUSH_BUCKETS),
 }
 # name -> (help, how live workers' values combine: every worker mirrors the same projects, so
 # those take the max; buffers are per worker, so they add up)
 GAUGES = {
     "ota_gateway_checkin_buffer_depth": ("Check-ins waiting in the write-behind buffers", sum),
+    "ota_gateway_checkin_oldest_age_seconds": ("Age of the oldest buffered check-in (write-behind lag)", max),
     "ota_gateway_mirror_projects": ("Projects loaded in the in-memory mirror", max),
     "ota_gateway_mirror_device_exceptions": (
         "Devices held in memory because they deviate from their cohort default", max),

@@ -18,6 +18,7 @@ import asyncpg
 
 from . import resolution, store
 from .aio import cancel_and_wait
+from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ class Mirror:
                     await self._load_cohort_devices(conn, int(pid), int(cohort))
         self.reloads += 1
         self.last_reload_seconds = time.perf_counter() - t0
+        METRICS.inc("ota_gateway_mirror_reloads")
+        METRICS.observe("ota_gateway_mirror_reload_duration_seconds", (), self.last_reload_seconds)
 
     async def load_all(self) -> None:
         async with self._pool.acquire() as conn:

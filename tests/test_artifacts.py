@@ -144,3 +144,20 @@ async def test_compressible_payload_has_a_gzip_sidecar_served_only_on_request(cl
     # ranges always address the identity bytes
     r = await client.get(path, headers={"Accept-Encoding": "gzip", "Range": "bytes=0-9"}, auto_decompress=False)
     assert r.status == 206 and await r.read() == text[:10] and "Content-Encoding" not in r.headers
+
+
+async def test_accel_redirect_hands_the_bytes_to_the_front_proxy(client, url):
+    from gateway.appkeys import SETTINGS
+
+    settings = client.server.app[SETTINGS]
+    settings.accel_redirect = "/_artifacts/"
+    try:
+        r = await client.get(url)
+        sha = hashlib.sha256(CONTENT).hexdigest()
+        assert r.status == 200 and await r.read() == b""
+        assert r.headers["X-Accel-Redirect"] == f"/_artifacts/{sha[:2]}/{sha}"
+        assert r.headers["ETag"] == f'"{sha}"'
+        path, query = url.split("?")
+        assert (await client.get(path + "?e=1&s=x")).status == 403  # the gateway still checks the signature
+    finally:
+        settings.accel_redirect = None
