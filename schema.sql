@@ -299,3 +299,18 @@ CREATE TABLE IF NOT EXISTS device_action_feedback (
     received_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS device_action_feedback_action ON device_action_feedback (action_id, id);
+
+-- Web dashboard sessions ----------------------------------------------------------------------
+-- The cookie holds a random session id; only its sha256 is stored. A session belongs to an org
+-- token or a user and is re-checked on every request (a revoked token ends its sessions).
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    id_hash     text PRIMARY KEY,
+    org_id      bigint NOT NULL REFERENCES organizations(id),
+    token_id    bigint REFERENCES api_tokens(id) ON DELETE CASCADE,
+    user_id     bigint REFERENCES users(id) ON DELETE CASCADE,
+    csrf        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    CHECK ((token_id IS NULL) <> (user_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS ui_sessions_expiry ON ui_sessions (expires_at);

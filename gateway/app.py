@@ -7,7 +7,8 @@ import os
 from aiohttp import web
 
 from . import (artifacts, ddi, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight, manage_org,
-               memfault_api, store)
+               memfault_api, openapi, store)
+from . import ui
 from .aio import cancel_and_wait
 from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .checkins import CheckinBuffer
@@ -108,5 +109,7 @@ def init_app(settings: Settings) -> web.Application:
     add_route(app, "GET", "/metrics", metrics_view, shed=False)
     add_route(app, "GET", "/healthz", healthz, shed=False)
     add_route(app, "GET", "/readyz", readyz, shed=False)
+    openapi.setup(app)
+    ui.setup(app)  # the web dashboard at /ui/, with its own HTML error pages
     add_route(app, "*", "/{tail:.*}", not_found)  # JSON 404 for anything else
     return app

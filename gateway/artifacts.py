@@ -99,10 +99,10 @@ async def download(request: web.Request) -> web.StreamResponse:
     """GET/HEAD /dl/{payload_id}/{filename}?e=&s= — payload bytes from a signed URL."""
     if not request.app[SIGNER].verify(request.rel_url.raw_path, request.query.get("e"), request.query.get("s")):
         raise Forbidden("download URL signature is invalid or expired")
-    try:
-        payload_id = int(request.match_info["payload_id"])
-    except ValueError:
-        raise NotFound("unknown artifact") from None
+    raw_id = request.match_info["payload_id"]
+    if not (raw_id.isascii() and raw_id.isdigit()):
+        raise NotFound("unknown artifact")
+    payload_id = int(raw_id)
     pl = None
     for project in request.app[MIRROR].projects.values():
         pl = project.payloads.get(payload_id)

@@ -22,6 +22,8 @@ from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
+_MAX_VERSIONS = 8  # version changes kept per device between two flushes
+
 
 class CheckinBuffer:
     def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 200_000,
@@ -61,7 +63,11 @@ class CheckinBuffer:
             return
         if not self._rows:
             self._oldest = now
-        self._rows[key] = (project_id, serial, hardware_version, software_type, version, protocol, now)
+        # keep every version the device went through since the last flush, not just the last
+        versions = self._rows[key][4] if key in self._rows else ()
+        if version and (not versions or versions[-1] != version):
+            versions = (versions + (version,))[-_MAX_VERSIONS:]
+        self._rows[key] = (project_id, serial, hardware_version, software_type, versions, protocol, now)
         if len(self._rows) >= self.max_size:
             self._room.clear()
             self._kick.set()
@@ -92,7 +98,7 @@ class CheckinBuffer:
                 await asyncio.sleep(min(self.interval, 1.0))
 
     async def flush(self) -> int:
-        """Write everything buffered now; on failure the rows go back (newer ones win)."""
+        """Write everything buffered now; on failure the rows go back, merged with newer ones."""
         async with self._flush_lock:
             if not self._rows:
                 return 0
@@ -110,15 +116,23 @@ class CheckinBuffer:
                     self._oldest = oldest
                 else:
                     self._oldest = min(self._oldest, oldest)
-                for k, v in batch.items():
-                    self._rows.setdefault(k, v)
+                for k, old in batch.items():  # put the batch back under what arrived meanwhile
+                    new = self._rows.get(k)
+                    if new is None:
+                        self._rows[k] = old
+                        continue
+                    versions = old[4]
+                    for v in new[4]:
+                        if not versions or versions[-1] != v:
+                            versions += (v,)
+                    self._rows[k] = new[:4] + (versions[-_MAX_VERSIONS:],) + new[5:]
                 if len(self._rows) >= self.max_size:
                     self._room.clear()
                 raise
             if len(self._written) + len(batch) > self.remember:
                 self._written.clear()  # bounded memory; the cost is one extra write per device
-            for key, (_pid, _serial, hw, _sw, ver, _proto, ts) in batch.items():
-                self._written[key] = (hw, ver, ts)
+            for key, (_pid, _serial, hw, _sw, versions, _proto, ts) in batch.items():
+                self._written[key] = (hw, versions[-1] if versions else None, ts)
             METRICS.observe_flush(time.perf_counter() - t0, len(rows))
             return len(rows)
 

@@ -24,7 +24,7 @@ from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
 from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
 from .delivery import send_blob
-from .errors import ApiError, BadRequest, NotFound, add_route
+from .errors import DB_UNAVAILABLE, ApiError, BadRequest, NotFound, add_route
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
@@ -76,6 +76,8 @@ async def authenticate(request: web.Request) -> Caller | None:
     header = request.headers.get("Authorization", "")
     mirror = request.app[MIRROR]
     token_hash = None
+    if not header.isascii():  # tokens are ASCII; other bytes would not even hash
+        return None
     if header.startswith("GatewayToken "):
         info = mirror.keys.get(hash_token(header[13:].strip()))
         if info is None:
@@ -274,7 +276,7 @@ async def _history(request: web.Request, action_id: int, status: str) -> dict | 
 
 def _action_id(request: web.Request) -> int:
     raw = request.match_info["actionId"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest(f"actionId must be a decimal integer, not {raw[:40]!r}")
     return int(raw)
 
@@ -312,6 +314,32 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     if not checkins.accepting:
         await checkins.room()
     return resp
+
+
+def _degrades(handler):
+    """While the database is unreachable, a base poll whose device state is not cached here (or
+    whose new offer would need a durable write) answers "nothing now, ask again soon" instead of
+    503, when the gateway token alone authenticates the project from memory. Saying nothing is
+    never wrong in DDI: the device polls again and gets the offer once the database is back."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DB_UNAVAILABLE:
+            header = request.headers.get("Authorization", "")
+            mirror = request.app[MIRROR]
+            info = mirror.keys.get(hash_token(header[13:].strip())) \
+                if header.startswith("GatewayToken ") and header.isascii() else None
+            project = mirror.projects.get(info.project_id) if info else None
+            if project is None:
+                raise
+            METRICS.inc("ota_gateway_polls", ("ddi", "database_unavailable"))
+            interval = project.cohorts[project.default_cohort_id]["ddi_polling_interval"]
+            resp = _json(request, {"config": {"polling": {"sleep": _sleep(min(interval, 60))}}})
+            resp.headers["ota-gateway-reason"] = "database_unavailable"
+            return resp
+
+    wrapped.__name__, wrapped.__doc__ = handler.__name__, handler.__doc__
+    return wrapped
 
 
 def _open_action(caller: Caller, action_id: int) -> ActionView | None:
@@ -513,7 +541,7 @@ async def config_data(request: web.Request, caller: Caller) -> web.Response:
 async def artifact_list(request: web.Request, caller: Caller) -> web.Response:
     """GET {base}/softwaremodules/{id}/artifacts: the module's artifacts (one payload here)."""
     raw_id = request.match_info["softwareModuleId"]
-    pl = caller.project.payloads.get(int(raw_id)) if raw_id.isdigit() else None
+    pl = caller.project.payloads.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
     if pl is None or not caller.state.payload_allowed(pl.id):
         raise NotFound(f"softwareModuleId {raw_id[:40]!r} is not assigned to this device")
     return _json(request, [artifact_json(request, caller, pl)])
@@ -524,7 +552,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
     Authorization header, or with the signed URL the deployment document handed out."""
     signed = request.app[SIGNER].verify(request.rel_url.raw_path, request.query.get("e"), request.query.get("s"))
     raw_id = request.match_info["softwareModuleId"]
-    if not raw_id.isdigit():
+    if not (raw_id.isascii() and raw_id.isdigit()):
         raise NotFound(f"softwareModuleId {raw_id[:40]!r} not found")
     module_id = int(raw_id)
     if signed:
@@ -559,7 +587,7 @@ def setup(app: web.Application) -> None:
     app.on_startup.append(_attach_cache)  # after the cleanup contexts: the mirror exists by then
     for root in ("", MEMFAULT_ROOT):
         b = root + BASE
-        add_route(app, "GET", b, base_poll)
+        add_route(app, "GET", b, _degrades(base_poll))
         add_route(app, "GET", b + "/deploymentBase/{actionId}", deployment_base)
         add_route(app, "POST", b + "/deploymentBase/{actionId}/feedback", deployment_feedback)
         add_route(app, "GET", b + "/cancelAction/{actionId}", cancel_action)

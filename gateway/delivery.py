@@ -4,9 +4,10 @@
   immutable` (the bytes behind a hash never change);
 - conditional requests: If-None-Match / If-Modified-Since -> 304; If-Range in both its ETag and
   date forms (a stale validator gets the whole body, never a range of other bytes);
-- one range (`a-b`, `a-`, `-n`) -> 206 with Content-Range; several ranges -> the whole body
-  (allowed by RFC 9110, and simpler for firmware clients than multipart); an unsatisfiable one
-  -> 416 with `Content-Range: bytes */size`; a malformed Range header is ignored;
+- one range (`a-b`, `a-`, `-n`) -> 206 with Content-Range; several ranges -> the whole
+  body (allowed by RFC 9110, and simpler for firmware clients than multipart); an unsatisfiable,
+  malformed, reversed or overlapping one -> 416 with `Content-Range: bytes */size` and a JSON
+  error naming the problem; another range unit is ignored;
 - precompressed `.gz` sidecars only when the client asked (`Accept-Encoding`), never on the fly;
 - Content-Length always; the body goes through `loop.sendfile` (zero-copy) where the event loop
   supports it, else in chunks.
@@ -18,6 +19,7 @@ import email.utils
 import os
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from .appkeys import SETTINGS
@@ -27,35 +29,64 @@ CHUNK = 256 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
-    """(start, end) inclusive for one satisfiable range; None to serve the whole body
-    (absent, malformed or several ranges); "unsatisfiable" for a 416."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or not spec.strip():
-        return None
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if len(parts) != 1:
-        return None
-    first, dash, last = parts[0].partition("-")
-    if not dash:
-        return None
+class RangeError(ValueError):
+    """A Range header answered with 416: malformed, reversed, overlapping or too many ranges."""
+
+
+class Unsatisfiable(RangeError):
+    """A well-formed range that starts past the end of the artifact."""
+
+
+_MAX_RANGES = 16
+
+
+def _spec(part: str, size: int) -> tuple[int, int]:
+    """One `a-b` / `a-` / `-n` range as inclusive (start, end), clamped to the size."""
+    first, dash, last = part.partition("-")
     first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or not all(x.isascii() and x.isdigit() and len(x) <= 20
+                                                   for x in (first, last) if x):
+        raise RangeError(f"malformed range {part[:40]!r}: expected first-last, first- or -suffix in bytes")
     if not first:  # suffix: the last n bytes
-        if not last.isdigit():
-            return None
         n = int(last)
         if n == 0 or size == 0:
-            return "unsatisfiable"
+            raise Unsatisfiable(f"range {part!r} is not satisfiable: the artifact has {size} bytes")
         return max(0, size - n), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
-        return None
     start = int(first)
     end = int(last) if last else size - 1
     if last and end < start:
-        return None
+        raise RangeError(f"malformed range {part!r}: the last byte is before the first")
     if start >= size:
-        return "unsatisfiable"
+        raise Unsatisfiable(f"range {part!r} is not satisfiable: the artifact has {size} bytes")
     return start, min(end, size - 1)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for one satisfiable range; None to serve the whole body (another
+    unit, which RFC 9110 says to ignore, or a satisfiable set of several ranges, which we answer
+    with the whole body rather than multipart: never a 416 for ranges we could serve);
+    RangeError for a 416.
+
+    A malformed or reversed range is refused rather than ignored: a firmware client that asked
+    for a piece must never take a 200 with the whole file for it (esp-idf #17960)."""
+    unit, eq, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not eq or not parts:
+        raise RangeError("malformed Range header: no byte range after 'bytes='")
+    if len(parts) == 1:
+        return _spec(parts[0], size)
+    satisfiable = False
+    for part in parts[:_MAX_RANGES]:
+        try:
+            _spec(part, size)
+            satisfiable = True
+        except Unsatisfiable:
+            pass  # a set is satisfiable when any of its ranges is
+    if not satisfiable:
+        raise Unsatisfiable(f"no range of {header[:60]!r} is satisfiable: the artifact has {size} bytes")
+    return None
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -106,9 +137,13 @@ async def send_blob(request: web.Request, path: Path, sha256: str, *, headers: d
                 d = _http_date(if_range)
                 fresh = d is not None and mtime <= d
         if fresh:
-            rng = parse_range(h["Range"], size)
-    if rng == "unsatisfiable":
-        return web.Response(status=416, headers={**base, "Content-Range": f"bytes */{size}"})
+            try:
+                rng = parse_range(h["Range"], size)
+            except RangeError as e:
+                return web.Response(body=orjson.dumps({"error": {"message": str(e), "type": "range_not_satisfiable" if isinstance(e, Unsatisfiable) else "invalid_range"}}),
+                                    status=416, content_type="application/json",
+                                    headers={**{k: v for k, v in base.items() if k != "Content-Type"},
+                                             "Content-Range": f"bytes */{size}"})
 
     file_path, encoding = path, None
     if rng is None and size > 1024:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import time
 
+from urllib.parse import unquote_to_bytes
+
 import asyncpg
 import orjson
 from aiohttp import web
@@ -14,6 +16,7 @@ log = logging.getLogger(__name__)
 # What a lost or refused database connection raises: durable writes answer 503 + Retry-After.
 DB_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                   asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                  asyncpg.InternalClientError,  # a connection torn down mid-query by a server shutdown
                   TimeoutError)
 
 
@@ -56,6 +59,36 @@ class TooLarge(ApiError):
     status, type = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    status, type = 415, "unsupported_media_type"
+
+
+MAX_URL = 4096  # path + query: every URL this API hands out or accepts is far shorter
+
+
+def check_request_line(request: web.Request) -> ApiError | None:
+    """Bad input in the URL that aiohttp lets through: a long URL, query bytes that are not
+    UTF-8 (yarl would silently turn them into U+FFFD), control characters in path parameters,
+    and non-ASCII digits (str.isdigit() accepts them, int() does not)."""
+    raw = request.raw_path
+    if len(raw) > MAX_URL:
+        return ApiError(f"request URL is longer than {MAX_URL} bytes", status=414, type="uri_too_long")
+    qs = request.rel_url.raw_query_string
+    if "%" in qs:
+        try:
+            unquote_to_bytes(qs).decode("utf-8")
+        except UnicodeDecodeError:
+            return BadRequest("query string is not valid UTF-8 once percent-decoded", type="invalid_encoding")
+    for name, value in request.match_info.items():
+        if value.isascii() and value.isprintable():
+            continue
+        if "\ufffd" in value or not value.isprintable():
+            return BadRequest(f"path parameter {name} contains control characters or invalid UTF-8")
+        if any(ch.isdigit() and not ch.isascii() for ch in value):
+            return NotFound(f"no {name} {value[:40]!r}")
+    return None
+
+
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
                         headers=headers)
@@ -87,6 +120,8 @@ def instrument(route: str, handler, *, shed: bool = True):
             return error_response(503, "the gateway is overloaded; retry later", "overloaded", {"Retry-After": "1"})
         Inflight.count += 1
         try:
+            if (bad := check_request_line(request)) is not None:
+                raise bad
             resp = await handler(request)
             status = resp.status
             return resp
@@ -98,7 +133,19 @@ def instrument(route: str, handler, *, shed: bool = True):
             if e.status < 400 or e.empty_body:
                 raise
             headers = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
-            return error_response(e.status, e.reason, e.reason.lower().replace(" ", "_"), headers)
+            # aiohttp's own text names the problem (e.g. the body size limit); its default is "413: reason"
+            message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+            return error_response(e.status, message, e.reason.lower().replace(" ", "_"), headers)
+        except asyncpg.exceptions.DataError as e:
+            # SQLSTATE class 22 (and asyncpg's argument encoding errors): a value from the request
+            # the database cannot take (NUL in text, out of int64 range, negative LIMIT...); the
+            # transaction was rolled back, so nothing was written
+            status = 400
+            return error_response(400, f"invalid value in the request: {_first_line(e)}", "invalid_value")
+        except UnicodeError:
+            # header values arrive surrogate-escaped when they are not UTF-8; encoding them fails
+            status = 400
+            return error_response(400, "the request contains text that is not valid UTF-8", "invalid_encoding")
         except DB_UNAVAILABLE as e:
             status = 503
             log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
@@ -115,6 +162,10 @@ def instrument(route: str, handler, *, shed: bool = True):
     wrapped.__name__ = getattr(handler, "__name__", "handler")
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 def add_route(app: web.Application, method: str, path: str, handler, *, shed: bool = True) -> None:

@@ -13,8 +13,10 @@ from . import store
 from .appkeys import POOL, SETTINGS, SIGNER
 from .artifacts import new_upload_token
 from .errors import ApiError, BadRequest, Conflict, NotFound, add_route
-from .manage_auth import project_for
+from .manage_auth import context_for, project_for
 from .manage_common import P, body_json, data, iso, need_str, refresh
+from .services import releases
+from .services.releases import release_json
 from .versions import check_version
 
 
@@ -98,21 +100,6 @@ async def create_upload(request: web.Request) -> web.Response:
     return data({"upload_url": url, "token": token})
 
 
-def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
-    return {
-        "id": r["id"], "version": r["version"], "software_type": r["software_type"],
-        "delta_from": r["from_version"], "is_delta": r["from_version"] is not None,
-        "must_pass_through": r["must_pass_through"], "revision": r["revision"], "notes": r["notes"],
-        "extra_info": r["extra_info"], "created_by": r["created_by"],
-        "created_date": r["created_at"] if isinstance(r["created_at"], str) else iso(r["created_at"]),
-        "updated_date": r["updated_at"] if isinstance(r["updated_at"], str) else iso(r["updated_at"]),
-        "artifacts": [{"id": pl["id"], "type": pl["firmware_type"], "hardware_version": pl["hardware_version"],
-                       "filename": pl["filename"], "file_size": pl["size"], "md5": pl["md5"], "sha1": pl["sha1"],
-                       "sha256": pl["sha256"], "extra_info": pl["extra_info"]} for pl in (payloads or [])],
-        **({"active_deployments": r["active_activations"]} if "active_activations" in r else {}),
-    }
-
-
 def _version_field(sv: dict, strict: bool) -> tuple[str, str | None]:
     """`software_version.version` is a string (full) or [from, to] (delta)."""
     v = sv.get("version")
@@ -144,8 +131,9 @@ async def ota_payload(request: web.Request) -> web.Response:
         raise BadRequest("file is required (an object with token, md5 and name)")
     token = need_str(file, "token", "file.token", charset=None)
     name = need_str(file, "name", "file.name", required=False, charset=None, max_len=255) or "payload.bin"
-    if "/" in name or name in (".", ".."):
-        raise BadRequest("file.name must be a plain file name")
+    # served back in download URLs and Content-Disposition-like places: no path of any OS
+    if any(c in name for c in "/\\:") or name in (".", "..") or name.startswith("."):
+        raise BadRequest("file.name must be a plain file name (no '/', '\\', ':' or leading '.')")
     sv = body.get("software_version")
     if not isinstance(sv, dict):
         raise BadRequest("software_version is required (an object with version and software_type)")
@@ -210,38 +198,21 @@ async def ota_payload(request: web.Request) -> web.Response:
 
 
 async def list_releases(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    rows = await store.releases_with_payloads(request.app[POOL], p["id"])
+    ctx = await context_for(request)
     q = request.query
-    out = [release_json(r, r["payloads"]) for r in rows
-           if (not q.get("version") or r["version"] == q["version"])
-           and (not q.get("software_type") or r["software_type"] == q["software_type"])
-           and (not q.get("revision") or r["revision"] == q["revision"])
-           and (not q.get("hardware_version") or any(pl["hardware_version"] == q["hardware_version"]
-                                                      for pl in r["payloads"]))]
-    return data(out)
+    return data(await releases.list_releases(ctx, version=q.get("version"), software_type=q.get("software_type"),
+                                             revision=q.get("revision"),
+                                             hardware_version=q.get("hardware_version")))
 
 
 async def _release_by_ref(request, conn, project_id: int) -> dict:
     """{release} in the path is a numeric id or a version string (unique across software types)."""
-    ref = request.match_info["release"]
-    if ref.isdigit():
-        rows = await store.releases_with_payloads(conn, project_id, release_id=int(ref))
-    else:
-        rows = [r for r in await store.releases_with_payloads(conn, project_id) if r["version"] == ref
-                and r["from_version"] is None]
-    if not rows:
-        raise NotFound(f"release {ref!r} not found")
-    if len(rows) > 1:
-        raise BadRequest(f"version {ref!r} exists for several software types; use the release id "
-                         f"({', '.join(str(r['id']) for r in rows)})")
-    return rows[0]
+    return await releases.release_by_ref(conn, project_id, request.match_info["release"])
 
 
 async def get_release(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    r = await _release_by_ref(request, request.app[POOL], p["id"])
-    return data(release_json(r, r["payloads"]))
+    ctx = await context_for(request)
+    return data(await releases.get_release(ctx, request.match_info["release"]))
 
 
 async def patch_release(request: web.Request) -> web.Response:

@@ -53,13 +53,27 @@ async def identify(request: web.Request) -> Identity:
     if not header:
         raise Unauthorized("Authorization header is required", headers={"WWW-Authenticate": 'Basic realm="ota-gateway"'})
     user, secret = _credentials(header)
-    pool = request.app[POOL]
+    return await authenticate(request.app[POOL], user, secret)
+
+
+def token_ident(row) -> Identity:
+    return Identity(actor=f"token:{row['name'] or row['id']}", org_id=row["org_id"], org_slug=row["org_slug"],
+                    role=row["role"], can_activate_protected=row["can_activate_protected"])
+
+
+def user_ident(row) -> Identity:
+    return Identity(actor=f"user:{row['email']}", org_id=row["org_id"], org_slug=row["org_slug"], role=row["role"],
+                    can_activate_protected=row["role"] == "manager")
+
+
+async def authenticate(pool, user: str | None, secret: str) -> Identity:
+    """An org token (`user` None) or a user's email and secret; 401 when invalid. Shared by the
+    API's Authorization header and the dashboard's login form."""
     if user is None:
         row = await store.token_identity(pool, secret)
         if row is None:
             raise Unauthorized("token is invalid or revoked")
-        return Identity(actor=f"token:{row['name'] or row['id']}", org_id=row["org_id"], org_slug=row["org_slug"],
-                        role=row["role"], can_activate_protected=row["can_activate_protected"])
+        return token_ident(row)
     # scrypt is deliberately slow: remember a successful check for a minute
     ck = (user, hashlib.sha256(secret.encode()).hexdigest())
     hit = _user_cache.get(ck)
@@ -68,8 +82,7 @@ async def identify(request: web.Request) -> Identity:
     row = await store.user_identity(pool, user)
     if row is None or not verify_user_secret(secret, row["secret_hash"]):
         raise Unauthorized("email or secret is invalid")
-    ident = Identity(actor=f"user:{row['email']}", org_id=row["org_id"], org_slug=row["org_slug"], role=row["role"],
-                     can_activate_protected=row["role"] == "manager")
+    ident = user_ident(row)
     _user_cache[ck] = (time.monotonic() + _USER_CACHE_TTL, ident)
     return ident
 
@@ -86,3 +99,11 @@ async def project_for(request: web.Request) -> tuple[Identity, dict]:
     if request.method not in ("GET", "HEAD"):
         ident.require("editor")
     return ident, dict(project)
+
+
+async def context_for(request: web.Request):
+    """project_for as a service-layer Context."""
+    from .services import Context  # local: services imports Identity from here
+
+    ident, project = await project_for(request)
+    return Context(request.app, ident, project)

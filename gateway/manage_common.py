@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .appkeys import MIRROR
 from . import store
-from .errors import BadRequest, NotFound, json_response
+from .errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType, json_response
 
 P = "/api/v0/organizations/{org}/projects/{project}"
 _SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -19,16 +19,54 @@ def data(obj: Any, status: int = 200) -> web.Response:
     return json_response({"data": obj}, status=status)
 
 
+def _json_media_type(content_type: str) -> bool:
+    return content_type == "application/json" or (content_type.startswith("application/")
+                                                   and content_type.endswith("+json"))
+
+
+def _check_text(value, path: str = "body", depth: int = 0) -> None:
+    """Reject what PostgreSQL text cannot hold (NUL) anywhere in a JSON document, and absurd nesting."""
+    if depth > 32:
+        raise BadRequest(f"{path} is nested more than 32 levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest(f"{path} contains a NUL character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                raise BadRequest(f"{path} has a key containing a NUL character")
+            _check_text(v, f"{path}.{k[:64]}" if path != "body" else k[:64], depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{path}[{i}]", depth + 1)
+
+
 async def body_json(request: web.Request) -> dict:
-    raw = await request.read()
+    """The request body as a JSON object ({} when empty: memfault-cli <= 1.8 posts /upload
+    without a body). 415 for a body of another media type, 413 past the app's size limit,
+    400 for invalid UTF-8, invalid JSON, a non-object or NUL characters."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise TooLarge(f"request body is too large: {e.text}") from None
     if not raw.strip():
         return {}
+    # no type, or the generic octet-stream that HTTP libraries put on raw bytes, is taken as
+    # JSON; a form, text or XML body is a client bug, answered before it is half understood
+    if request.headers.get("Content-Type") and request.content_type != "application/octet-stream" \
+            and not _json_media_type(request.content_type):
+        raise UnsupportedMediaType(f"request body must be application/json, not {request.content_type[:80]}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"request body is not valid UTF-8 (byte {e.start})", type="invalid_encoding") from None
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON") from None
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"request body is not valid JSON: {str(e)[:120]}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    _check_text(body)
     return body
 
 
@@ -42,6 +80,8 @@ def need_str(obj: dict, key: str, label: str | None = None, *, required: bool = 
         return None
     if not isinstance(v, str):
         raise BadRequest(f"{label} must be a string")
+    if not v.isprintable():  # control characters never belong in names, slugs or file names
+        raise BadRequest(f"{label} must not contain control characters")
     if len(v) > max_len or (charset is not None and not set(v) <= charset):
         raise BadRequest(f"{label} must be 1-{max_len} characters of [a-zA-Z0-9-_.+:]"
                          if charset is _NAME_CHARS else f"{label} is invalid")

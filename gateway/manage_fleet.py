@@ -7,27 +7,18 @@ from aiohttp import web
 from . import store
 from .appkeys import POOL
 from .errors import BadRequest, Conflict, Forbidden, NotFound, add_route, json_response
-from .manage_auth import project_for
+from .manage_auth import context_for, project_for
 from .manage_common import _SLUG_CHARS, P, body_json, data, iso, need_str, one_release, refresh
 from .mirror import SERIAL_RE_TEXT
+from .services import fleet
+from .services.fleet import cohort_json, device_json
 from .tokens import hash_token, new_project_key
 
 
 # -- cohorts ----------------------------------------------------------------------------------
 
-def cohort_json(c) -> dict:
-    out = {"id": c["id"], "slug": c["slug"], "name": c["name"], "is_default": c["is_default"],
-           "protected": c["protected"], "version_checking": c["version_checking"],
-           "ddi_polling_interval": c["ddi_polling_interval"], "ddi_update_type": c["ddi_update_type"],
-           "requires_approval": c["requires_approval"], "created_date": iso(c["created_at"])}
-    if "device_count" in c.keys():
-        out["device_count"] = c["device_count"]
-    return out
-
-
 async def list_cohorts(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    return data([cohort_json(c) for c in await store.list_cohorts(request.app[POOL], p["id"])])
+    return data(await fleet.list_cohorts(await context_for(request)))
 
 
 async def create_cohort(request: web.Request) -> web.Response:
@@ -47,37 +38,22 @@ async def create_cohort(request: web.Request) -> web.Response:
 
 
 async def get_cohort(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    slug = request.match_info["cohort"]
-    row = next((c for c in await store.list_cohorts(request.app[POOL], p["id"]) if c["slug"] == slug), None)
-    if row is None:
-        raise NotFound(f"cohort {slug!r} not found")
-    return data(cohort_json(row))
+    return data(await fleet.get_cohort(await context_for(request), request.match_info["cohort"]))
 
 
 # -- devices ----------------------------------------------------------------------------------
 
-def device_json(d) -> dict:
-    return {"device_serial": d["serial"], "hardware_version": d["hardware_version"],
-            "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
-            "staged": d["staged"], "release_override_id": d["release_override_id"],
-            "software_versions": d["versions"], "last_seen": iso(d["last_seen"]),
-            "created_date": iso(d["created_at"])}
-
-
 async def list_devices(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
+    ctx = await context_for(request)
     q = request.query
     try:
         limit = min(int(q.get("per_page", q.get("limit", 100))), 1000)
         page = max(int(q.get("page", 1)), 1)
     except ValueError:
         raise BadRequest("per_page and page must be integers") from None
-    total, rows = await store.list_devices(request.app[POOL], p["id"], cohort=q.get("cohort") or None,
-                                           hardware_version=q.get("hardware_version") or None,
-                                           limit=limit, offset=(page - 1) * limit)
-    return json_response({"data": [device_json(r) for r in rows], "paging": {"total_count": total, "page": page,
-                                                                             "per_page": limit}})
+    total, rows = await fleet.list_devices(ctx, cohort=q.get("cohort"), hardware_version=q.get("hardware_version"),
+                                           limit=limit, page=page)
+    return json_response({"data": rows, "paging": {"total_count": total, "page": page, "per_page": limit}})
 
 
 async def create_device(request: web.Request) -> web.Response:
@@ -108,11 +84,7 @@ async def create_device(request: web.Request) -> web.Response:
 
 
 async def get_device(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    row = await store.device_row(request.app[POOL], p["id"], request.match_info["serial"])
-    if row is None:
-        raise NotFound(f"device {request.match_info['serial']} not found")
-    return data(device_json(row))
+    return data(await fleet.get_device(await context_for(request), request.match_info["serial"]))
 
 
 async def patch_device(request: web.Request) -> web.Response:
@@ -283,15 +255,7 @@ async def clear_override(request: web.Request) -> web.Response:
 
 
 async def device_history(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    serial = request.match_info["serial"]
-    pool = request.app[POOL]
-    if await store.device_row(pool, p["id"], serial) is None:
-        raise NotFound(f"device {serial} not found")
-    rows = await store.device_history(pool, p["id"], serial, 500)
-    return data([{"software_type": r["software_type"], "version": r["version"],
-                  "previous_version": r["previous_version"], "protocol": r["protocol"],
-                  "date": iso(r["seen_at"])} for r in rows])
+    return data(await fleet.device_history(await context_for(request), request.match_info["serial"]))
 
 
 # -- project keys ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .mirror import PayloadView, ProjectView, ReleaseView
 from .tokens import hash_token
 
 _NO_STORE = "no-store"
+_MAX_VERSION = 255
 
 
 def _bad(message: str) -> web.Response:
@@ -63,7 +64,8 @@ def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str) -> by
 async def _poll(request: web.Request, as_url: bool) -> web.Response:
     key = request.headers.get("Memfault-Project-Key")
     mirror = request.app[MIRROR]
-    info = mirror.keys.get(hash_token(key)) if key else None
+    # keys are ASCII; anything else (header bytes that are not UTF-8, too) cannot match one
+    info = mirror.keys.get(hash_token(key)) if key and key.isascii() else None
     if info is None:
         return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
     project: ProjectView | None = mirror.projects.get(info.project_id)
@@ -82,6 +84,9 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
         return _bad("hardware_version is required")
     if not sw:
         return _bad("software_type is required")
+    if current is not None and (len(current) > _MAX_VERSION or not current.isprintable()):
+        # it is written to the database with the check-in: refuse it here, not in the batch
+        return _bad(f"current_version must be at most {_MAX_VERSION} printable characters")
     if hw not in project.hardware_versions:
         return _bad(f"hardware_version {hw!r} is not known to this project")
     if sw not in project.software_types:

@@ -182,6 +182,7 @@ class Mirror:
         self._task: asyncio.Task | None = None
         self._pool: asyncpg.Pool | None = None
         self._stopping = False
+        self._apply_lock = asyncio.Lock()
         self._reconnect: asyncio.Task | None = None
         self.connected = False
         self.reconnects = 0
@@ -250,6 +251,12 @@ class Mirror:
     async def apply(self, messages: set[str]) -> None:
         """Reload what the messages name: `keys`, `project:<id>`, `device:<project>:<serial>`,
         `devices:<project>` (every exception), `cohort-devices:<project>:<cohort>`."""
+        # one reload at a time: two overlapping loads could finish out of order and leave the
+        # older snapshot in place (a request's read-your-writes refresh racing a NOTIFY reload)
+        async with self._apply_lock:
+            await self._apply(messages)
+
+    async def _apply(self, messages: set[str]) -> None:
         t0 = time.perf_counter()
         async with self._pool.acquire() as conn:
             if "keys" in messages:
@@ -274,7 +281,7 @@ class Mirror:
         METRICS.observe("ota_gateway_mirror_reload_duration_seconds", (), self.last_reload_seconds)
 
     async def load_all(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._apply_lock, self._pool.acquire() as conn:
             await self._load_keys(conn)
             for p in await store.load_projects(conn):
                 await self._load_project(conn, p["id"], keep_devices=False)

@@ -34,7 +34,10 @@ class UrlSigner:
         return f"{self.public_url}{path}?e={expires}&s={self._sig(path, expires)}"
 
     def verify(self, path: str, expires: str | None, sig: str | None, now: float | None = None) -> bool:
-        if not expires or not sig or not expires.isdigit():
+        # isascii: str.isdigit() also accepts e.g. "²", which int() refuses; 20 digits is past
+        # any real expiry and keeps int() cheap
+        if not expires or not sig or not expires.isascii() or not expires.isdigit() or len(expires) > 20 \
+                or not sig.isascii():
             return False
         exp = int(expires)
         if exp < (time.time() if now is None else now):

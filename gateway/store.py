@@ -181,16 +181,23 @@ async def load_device(conn, project_id: int, serial: str) -> asyncpg.Record | No
 # -- check-ins (write-behind) ------------------------------------------------------------------
 
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
-    """Write a batch of check-ins: (project_id, serial, hardware_version, software_type, version,
-    protocol, seen_at). New serials join their project's default cohort; last_seen is only
-    rewritten when older than `last_seen_granularity` seconds; a changed version is appended to
-    the history. One transaction, three statements, whatever the batch size."""
+    """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
+    versions, protocol, seen_at), where `versions` are the distinct versions the device reported
+    since the last flush, oldest first. New serials join their project's default cohort;
+    last_seen is only rewritten when older than `last_seen_granularity` seconds; every version
+    change is appended to the history, the last version becomes current. One transaction, two
+    statements, whatever the batch size."""
     devices: dict[tuple[int, str], tuple] = {}
-    for pid, serial, hw, _sw, _ver, _proto, seen in rows:
+    for pid, serial, hw, _sw, _versions, _proto, seen in rows:
         devices[(pid, serial)] = (pid, serial, hw, seen)  # ON CONFLICT can't touch a row twice
     # a fixed row order keeps concurrent flushes from several workers from deadlocking
     cols = list(zip(*(devices[k] for k in sorted(devices))))
+    # one row per reported version, numbered in the order the device reported them
+    vrows = [(pid, serial, sw, v, n, proto, seen) for pid, serial, _hw, sw, versions, proto, seen in rows
+             for n, v in enumerate(versions or ())]
     async with conn.transaction():
+        # batches are large: let the joins and sorts run in memory instead of spilling to disk
+        await conn.execute("SET LOCAL work_mem = '64MB'")
         await conn.execute(
             """
             INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
@@ -205,28 +212,33 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
                  OR devices.hardware_version IS NULL
                  OR devices.last_seen < EXCLUDED.last_seen - make_interval(secs => $5)
             """, cols[0], cols[1], cols[2], cols[3], last_seen_granularity)
-        versioned = [r for r in rows if r[4]]
-        if not versioned:
+        if not vrows:
             return
-        vcols = list(zip(*versioned))
+        vcols = list(zip(*vrows))
         await conn.execute(
             """
-            WITH input AS (
-              SELECT d.id AS device_id, t.sw, t.version, t.protocol, t.seen, s.version AS old
-              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-                   AS t(pid, serial, sw, version, protocol, seen)
-              JOIN devices d ON d.project_id = t.pid AND d.serial = t.serial
-              LEFT JOIN device_software s ON s.device_id = d.id AND s.software_type = t.sw
-              WHERE s.version IS DISTINCT FROM t.version
+            WITH t AS (
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                                   $7::timestamptz[]) AS t(pid, serial, sw, version, ord, protocol, seen)
+            ), d AS (
+              SELECT t.*, dv.id AS device_id, s.version AS db_version,
+                     lag(t.version) OVER (PARTITION BY t.pid, t.serial, t.sw ORDER BY t.ord) AS prev_in_batch
+              FROM t JOIN devices dv ON dv.project_id = t.pid AND dv.serial = t.serial
+              LEFT JOIN device_software s ON s.device_id = dv.id AND s.software_type = t.sw
+            ), changes AS (
+              SELECT device_id, sw, version, coalesce(prev_in_batch, db_version) AS previous, protocol, seen, ord
+              FROM d WHERE prev_in_batch IS NOT NULL OR db_version IS DISTINCT FROM version
             ), hist AS (
-              INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol, seen_at)
-              SELECT device_id, sw, version, old, protocol, seen FROM input
+              INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol,
+                                                  seen_at)
+              SELECT device_id, sw, version, previous, protocol, seen FROM changes ORDER BY device_id, sw, ord
             )
             INSERT INTO device_software (device_id, software_type, version, updated_at)
-            SELECT device_id, sw, version, seen FROM input ORDER BY device_id, sw
+            SELECT DISTINCT ON (device_id, sw) device_id, sw, version, seen FROM changes
+            ORDER BY device_id, sw, ord DESC
             ON CONFLICT (device_id, software_type) DO UPDATE
               SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
-            """, vcols[0], vcols[1], vcols[3], vcols[4], vcols[5], vcols[6])
+            """, *vcols)
 
 
 # -- resolution cache ----------------------------------------------------------------------------
@@ -470,20 +482,22 @@ async def device_row(conn, project_id: int, serial: str) -> asyncpg.Record | Non
 
 
 async def list_devices(conn, project_id: int, *, cohort: str | None, hardware_version: str | None,
-                       limit: int, offset: int) -> tuple[int, list[asyncpg.Record]]:
+                       limit: int, offset: int, serial_prefix: str | None = None) -> tuple[int, list[asyncpg.Record]]:
+    # the prefix is matched with starts_with, not LIKE, so '%' and '_' in it are literal
     where = ("d.project_id = $1 AND ($2::text IS NULL OR c.slug = $2) "
-             "AND ($3::text IS NULL OR d.hardware_version = $3)")
+             "AND ($3::text IS NULL OR d.hardware_version = $3) "
+             "AND ($4::text IS NULL OR starts_with(d.serial, $4))")
     total = await conn.fetchval(
         f"SELECT count(*) FROM devices d JOIN cohorts c ON c.id = d.cohort_id WHERE {where}",
-        project_id, cohort, hardware_version)
+        project_id, cohort, hardware_version, serial_prefix)
     rows = await conn.fetch(
         f"""
         SELECT d.*, c.slug AS cohort_slug, c.name AS cohort_name,
                coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
                          WHERE s.device_id = d.id), '{{}}') AS versions
         FROM devices d JOIN cohorts c ON c.id = d.cohort_id WHERE {where}
-        ORDER BY d.last_seen DESC NULLS LAST, d.id LIMIT $4 OFFSET $5
-        """, project_id, cohort, hardware_version, limit, offset)
+        ORDER BY d.last_seen DESC NULLS LAST, d.id LIMIT $5 OFFSET $6
+        """, project_id, cohort, hardware_version, serial_prefix, limit, offset)
     return total, rows
 
 
@@ -724,3 +738,37 @@ async def fleet_action_counts(conn) -> list[asyncpg.Record]:
         "SELECT p.slug AS project, a.software_type, a.version, a.status, count(*) AS n "
         "FROM device_actions a JOIN projects p ON p.id = a.project_id "
         "GROUP BY p.slug, a.software_type, a.version, a.status")
+
+
+# -- web dashboard --------------------------------------------------------------------------------
+
+async def list_projects(conn, org_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT id, slug, name FROM projects WHERE org_id = $1 ORDER BY slug", org_id)
+
+
+async def create_ui_session(conn, id_hash: str, *, org_id: int, token_id: int | None, user_id: int | None,
+                            csrf: str, ttl_seconds: int) -> None:
+    """A dashboard session; expired ones are swept here, so the table stays small."""
+    await conn.execute("DELETE FROM ui_sessions WHERE expires_at < now()")
+    await conn.execute(
+        "INSERT INTO ui_sessions (id_hash, org_id, token_id, user_id, csrf, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+        id_hash, org_id, token_id, user_id, csrf, ttl_seconds)
+
+
+async def ui_session(conn, id_hash: str) -> asyncpg.Record | None:
+    """A live session with its identity as of now: None when expired, or its token was revoked."""
+    return await conn.fetchrow(
+        """
+        SELECT s.csrf, o.id AS org_id, o.slug AS org_slug,
+               t.id AS token_id, t.name AS token_name, t.role AS token_role, t.can_activate_protected,
+               u.email, u.role AS user_role
+        FROM ui_sessions s JOIN organizations o ON o.id = s.org_id
+        LEFT JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
+        LEFT JOIN users u ON u.id = s.user_id
+        WHERE s.id_hash = $1 AND s.expires_at > now() AND (t.id IS NOT NULL OR u.id IS NOT NULL)
+        """, id_hash)
+
+
+async def delete_ui_session(conn, id_hash: str) -> None:
+    await conn.execute("DELETE FROM ui_sessions WHERE id_hash = $1", id_hash)

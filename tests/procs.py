@@ -4,19 +4,40 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from gateway.pgembed import free_port
 
 
 class Gateway:
-    def __init__(self, database_url: str, data_dir: str, workers: int = 1):
+    def __init__(self, database_url: str, data_dir: str, workers: int = 1, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": database_url, "OTA_PUBLIC_URL": self.url, "OTA_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "DATABASE_URL": database_url, "OTA_PUBLIC_URL": self.url, "OTA_LOG_LEVEL": "WARNING",
+               **(env or {})}
+        # output goes to a file, not a pipe nobody reads while the test runs (a full pipe blocks)
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), "--workers", str(workers),
-             "--data-dir", data_dir], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             "--data-dir", data_dir], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        """The supervisor's live worker processes, read from /proc."""
+        out = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
+                out.add(int(stat.parent.name))
+        return out
 
     def wait_ready(self, timeout: float = 30) -> None:
         import urllib.request
@@ -24,7 +45,7 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stdout.read().decode()}")
+                raise RuntimeError(f"gateway exited: {self.output()}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                     if r.status == 200:
@@ -34,10 +55,11 @@ class Gateway:
         raise TimeoutError("gateway did not become ready")
 
     def stop(self) -> str:
+        """SIGTERM, wait (bounded), and return everything the gateway printed."""
         self.proc.terminate()
         try:
-            out, _ = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out.decode()
+            self.proc.wait()
+        return self.output()

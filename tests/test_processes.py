@@ -200,16 +200,7 @@ async def test_graceful_restart_and_killed_worker_lose_no_poll(database_url, dat
         conn = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=conn) as s:
             async def pids() -> set[int]:
-                """The supervisor's worker processes, read from /proc."""
-                out = set()
-                for stat in Path("/proc").glob("[0-9]*/stat"):
-                    try:
-                        fields = stat.read_text().rsplit(")", 1)[1].split()
-                    except OSError:
-                        continue
-                    if int(fields[1]) == gw.proc.pid and fields[0] != "Z":
-                        out.add(int(stat.parent.name))
-                return out
+                return gw.worker_pids()
 
             async def poll_until(pred, timeout=30.0) -> None:
                 nonlocal failures, polls

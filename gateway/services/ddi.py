@@ -1,0 +1,110 @@
+"""hawkBit DDI devices: their attributes, actions with feedback history, retrying a failed
+release, per-release action counts, and the DDI part of "inspect device"."""
+from __future__ import annotations
+
+from .. import ddi, ddi_store, store
+from ..ddi_state import DDI_CACHE
+from ..errors import Conflict, NotFound
+from ..manage_common import iso
+from ..mirror import ProjectView
+from . import Context
+
+ACTION_STATUSES = ("open", "canceling", "succeeded", "failed", "canceled")
+
+
+def action_json(a) -> dict:
+    return {"id": a["id"], "status": a["status"], "hawkbit_status": ddi.HAWKBIT_STATUS[a["status"]],
+            "release_id": a["release_id"], "software_type": a["software_type"], "version": a["version"],
+            "delta_from": a["from_version"], "reason": a["reason"], "cancel_rejected": a["cancel_rejected"],
+            "created_date": iso(a["created_at"]), "retrieved_date": iso(a["retrieved_at"]),
+            "closed_date": iso(a["closed_at"]), "retried_date": iso(a["retried_at"]), "retried_by": a["retried_by"],
+            "feedback": a["feedback"]}
+
+
+async def changed(ctx: Context, conn, serial: str) -> None:
+    """Inside the write's transaction: tell every process to drop the device's cached DDI state."""
+    await store.notify(conn, ctx.app[DDI_CACHE].message(ctx.pid, serial))
+
+
+def forget(ctx: Context, serial: str) -> None:
+    """After the commit: drop this process's cached DDI state of the device."""
+    ctx.app[DDI_CACHE].invalidate((ctx.pid, serial))
+
+
+async def device_row(conn, project_id: int, serial: str):
+    row = await ddi_store.device_ddi_row(conn, project_id, serial)
+    if row is None:
+        raise NotFound(f"device {serial} not found")
+    return row
+
+
+async def device_ddi(ctx: Context, serial: str) -> dict:
+    dev = await device_row(ctx.pool, ctx.pid, serial)
+    return {"device_serial": dev["serial"], "hardware_version": dev["hardware_version"],
+            "software_type": dev["ddi_software_type"], "attributes": dev["ddi_attributes"] or {},
+            "config_requested": dev["ddi_config_requested"], "target_token_set": dev["has_token"]}
+
+
+async def device_actions(ctx: Context, serial: str) -> list[dict]:
+    """The device's actions, newest first, each with its feedback history."""
+    dev = await device_row(ctx.pool, ctx.pid, serial)
+    return [action_json(a) for a in await ddi_store.list_actions(ctx.pool, dev["id"])]
+
+
+async def retry_action(ctx: Context, serial: str, action_id: int) -> dict:
+    """Offer a release that failed on this device again."""
+    ident = ctx.ident
+    ident.require("editor")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await ddi_store.device_action(conn, ctx.pid, serial, action_id, lock=True)
+        if row is None:
+            raise NotFound(f"action {action_id} of device {serial} not found")
+        if row["status"] != "failed" or row["release_id"] is None:
+            raise Conflict(f"action {action_id} is {row['status']}; only a failed action can be retried")
+        cleared = await ddi_store.retry_failed(conn, row["device_id"], row["release_id"], ident.actor)
+        if not cleared:
+            raise Conflict(f"release {row['version']} was already retried on device {serial}")
+        await store.audit(conn, ctx.pid, ident.actor, "device.ddi_retry", f"device:{serial}",
+                          {"action_id": row["id"]}, {"release_id": row["release_id"]})
+        await changed(ctx, conn, serial)
+    forget(ctx, serial)
+    return {"device_serial": serial, "action_id": row["id"], "release_id": row["release_id"],
+            "version": row["version"], "cleared_failures": cleared}
+
+
+async def release_stats(ctx: Context) -> list[dict]:
+    """DDI actions per release and status, e.g. failures per release."""
+    out: dict = {}
+    for r in await ddi_store.release_stats(ctx.pool, ctx.pid):
+        entry = out.setdefault(r["release_id"], {
+            "release_id": r["release_id"], "software_type": r["software_type"], "version": r["version"],
+            "delta_from": r["from_version"], "actions": {s: 0 for s in ACTION_STATUSES}})
+        entry["actions"][r["status"]] += r["n"]
+    return list(out.values())
+
+
+async def inspect_ddi(app, view: ProjectView, serial: str, software_type: str, _entry) -> dict:
+    """The DDI answer for "inspect device", computed like a poll but without writing anything
+    (an insight.INSPECTORS entry)."""
+    state = await ddi.device_state(app, view.id, serial)
+    hw, sw = ddi.effective_identity(view, state)
+    if sw != software_type:
+        return {"ddi": {"software_type": sw, "applies": False}}
+    what, action, detail = ddi.plan(ddi.Caller(view, serial, None, state))
+    reason = detail if what in ("deploymentBase", "cancelAction", "cancel") else \
+        detail[2] if what == "create" else what
+    return {"ddi": {"software_type": sw, "hardware_version": hw, "applies": True, "next": what, "reason": reason,
+                    "action_id": action.id if action else None,
+                    "blocked_release_ids": sorted(state.blocked)}}
+
+
+async def set_token(ctx: Context, serial: str, token_hash: str | None) -> None:
+    """Set, rotate (`token_hash`) or remove (None) the device's TargetToken."""
+    ctx.ident.require("editor")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await ddi_store.set_token(conn, ctx.pid, serial, token_hash):
+            raise NotFound(f"device {serial} not found")
+        await store.audit(conn, ctx.pid, ctx.ident.actor, "device.ddi_token", f"device:{serial}", None,
+                          {"set": token_hash is not None})
+        await changed(ctx, conn, serial)
+    forget(ctx, serial)

@@ -1,0 +1,62 @@
+"""The fleet: cohorts, devices and their version history (reads)."""
+from __future__ import annotations
+
+from .. import store
+from ..errors import NotFound
+from ..manage_common import iso
+from . import Context
+
+
+def cohort_json(c) -> dict:
+    out = {"id": c["id"], "slug": c["slug"], "name": c["name"], "is_default": c["is_default"],
+           "protected": c["protected"], "version_checking": c["version_checking"],
+           "ddi_polling_interval": c["ddi_polling_interval"], "ddi_update_type": c["ddi_update_type"],
+           "requires_approval": c["requires_approval"], "created_date": iso(c["created_at"])}
+    if "device_count" in c.keys():
+        out["device_count"] = c["device_count"]
+    return out
+
+
+def device_json(d) -> dict:
+    return {"device_serial": d["serial"], "hardware_version": d["hardware_version"],
+            "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
+            "staged": d["staged"], "release_override_id": d["release_override_id"],
+            "software_versions": d["versions"], "last_seen": iso(d["last_seen"]),
+            "created_date": iso(d["created_at"])}
+
+
+async def list_cohorts(ctx: Context) -> list[dict]:
+    return [cohort_json(c) for c in await store.list_cohorts(ctx.pool, ctx.pid)]
+
+
+async def get_cohort(ctx: Context, slug: str) -> dict:
+    row = next((c for c in await store.list_cohorts(ctx.pool, ctx.pid) if c["slug"] == slug), None)
+    if row is None:
+        raise NotFound(f"cohort {slug!r} not found")
+    return cohort_json(row)
+
+
+async def list_devices(ctx: Context, *, cohort: str | None = None, hardware_version: str | None = None,
+                       serial_prefix: str | None = None, limit: int = 100, page: int = 1) -> tuple[int, list[dict]]:
+    """(total matching, one page of devices), most recently seen first."""
+    total, rows = await store.list_devices(ctx.pool, ctx.pid, cohort=cohort or None,
+                                           hardware_version=hardware_version or None,
+                                           serial_prefix=serial_prefix or None,
+                                           limit=limit, offset=(page - 1) * limit)
+    return total, [device_json(r) for r in rows]
+
+
+async def get_device(ctx: Context, serial: str) -> dict:
+    row = await store.device_row(ctx.pool, ctx.pid, serial)
+    if row is None:
+        raise NotFound(f"device {serial} not found")
+    return device_json(row)
+
+
+async def device_history(ctx: Context, serial: str, limit: int = 500) -> list[dict]:
+    if await store.device_row(ctx.pool, ctx.pid, serial) is None:
+        raise NotFound(f"device {serial} not found")
+    rows = await store.device_history(ctx.pool, ctx.pid, serial, limit)
+    return [{"software_type": r["software_type"], "version": r["version"],
+             "previous_version": r["previous_version"], "protocol": r["protocol"],
+             "date": iso(r["seen_at"])} for r in rows]

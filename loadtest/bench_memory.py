@@ -1,0 +1,89 @@
+"""Resident memory per worker with a large fleet: start the gateway on a seeded data dir, let
+every worker load its mirror, poll with many distinct serials (bounded), then read VmRSS of
+each worker from /proc. Prints the mirror's size (device exceptions) next to it.
+
+    .venv/bin/python loadtest/seed.py --devices 1000000 --data-dir /tmp/ota-1m
+    .venv/bin/python loadtest/bench_memory.py --data-dir /tmp/ota-1m [--polls 200000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from gateway.pgembed import free_port  # noqa: E402
+
+KEY = "benchkey0000000000000000000000000"
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def rss_mb(pid: int) -> float:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--polls", type=int, default=200_000, help="distinct serials polled through wrk (bounded)")
+    args = ap.parse_args()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers",
+                             str(args.workers), "--data-dir", args.data_dir], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("gateway did not start")
+                time.sleep(0.2)
+        time.sleep(1)
+        workers = [p for p in children(proc.pid) if "postgres" not in Path(f"/proc/{p}/cmdline").read_text()]
+        idle = {p: rss_mb(p) for p in workers}
+        with urllib.request.urlopen(base + "/metrics") as r:
+            metrics = r.read().decode()
+        exceptions = re.search(r"^ota_gateway_mirror_device_exceptions (\S+)", metrics, re.M).group(1)
+        # poll with many distinct serials: the check-in buffers and the written-state cache fill up
+        duration = max(5, args.polls // 20000)
+        subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "-s", str(HERE / "poll.lua"), base],
+                       env={**os.environ, "OTA_KEY": KEY, "OTA_PATH": "/api/v0/releases/latest/url",
+                            "OTA_DEVICES": str(args.polls)}, capture_output=True, timeout=duration + 30)
+        time.sleep(2)
+        loaded = {p: rss_mb(p) for p in workers}
+        print(f"device exceptions in each worker's mirror: {float(exceptions):,.0f}")
+        print(f"{'worker':>8}{'RSS idle MB':>14}{'RSS after polls MB':>22}")
+        for p in workers:
+            print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
