@@ -166,9 +166,11 @@ CREATE TABLE IF NOT EXISTS device_software (
     PRIMARY KEY (device_id, software_type)
 );
 
+-- Append-only and written in bulk by the check-in path: no foreign key, whose per-row check
+-- costs more than the insert itself (delete a device's history explicitly with the device).
 CREATE TABLE IF NOT EXISTS device_version_history (
     id                bigserial PRIMARY KEY,
-    device_id         bigint NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    device_id         bigint NOT NULL,
     software_type     text NOT NULL,
     version           text NOT NULL,
     previous_version  text,
@@ -176,6 +178,7 @@ CREATE TABLE IF NOT EXISTS device_version_history (
     seen_at           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS device_version_history_device ON device_version_history (device_id, seen_at);
+ALTER TABLE device_version_history DROP CONSTRAINT IF EXISTS device_version_history_device_id_fkey;
 
 CREATE TABLE IF NOT EXISTS activations (
     id               bigserial PRIMARY KEY,

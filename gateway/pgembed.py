@@ -135,7 +135,9 @@ class EmbeddedPostgres:
                 pwfile.unlink(missing_ok=True)
         self.port = self.port or free_port()  # a restart keeps the port, so clients reconnect
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
-                "-c max_connections=200"]
+                "-c max_connections=200",
+                # the check-in path does random index lookups over the whole fleet: keep it cached
+                f"-c shared_buffers={os.environ.get('OTA_PG_SHARED_BUFFERS', '512MB')}"]
         if self.fast:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         log = self.data_dir / "postgres.log"

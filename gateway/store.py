@@ -220,11 +220,17 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
             WITH t AS (
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
                                    $7::timestamptz[]) AS t(pid, serial, sw, version, ord, protocol, seen)
+            ), ids AS MATERIALIZED (
+              -- an index lookup per row, once: a batch is a small slice of a large fleet, and a hash
+              -- join would read the whole devices table
+              SELECT t.*, (SELECT dv.id FROM devices dv WHERE dv.project_id = t.pid AND dv.serial = t.serial)
+                     AS device_id
+              FROM t
             ), d AS (
-              SELECT t.*, dv.id AS device_id, s.version AS db_version,
-                     lag(t.version) OVER (PARTITION BY t.pid, t.serial, t.sw ORDER BY t.ord) AS prev_in_batch
-              FROM t JOIN devices dv ON dv.project_id = t.pid AND dv.serial = t.serial
-              LEFT JOIN device_software s ON s.device_id = dv.id AND s.software_type = t.sw
+              SELECT ids.*, (SELECT s.version FROM device_software s WHERE s.device_id = ids.device_id
+                             AND s.software_type = ids.sw) AS db_version,
+                     lag(ids.version) OVER (PARTITION BY ids.pid, ids.serial, ids.sw ORDER BY ids.ord) AS prev_in_batch
+              FROM ids WHERE ids.device_id IS NOT NULL
             ), changes AS (
               SELECT device_id, sw, version, coalesce(prev_in_batch, db_version) AS previous, protocol, seen, ord
               FROM d WHERE prev_in_batch IS NOT NULL OR db_version IS DISTINCT FROM version

@@ -121,12 +121,14 @@ def main() -> int:
         asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
         wenv = {"OTA_KEY": KEY, "OTA_DEVICES": str(args.devices)}
-        if args.warmup:
+        if args.warmup:  # every device registers, and each worker caches the DDI devices' state
             wrk(base, "/api/v0/releases/latest/url", args.warmup, args.connections, wenv)
+            wrk(base, "ddi", args.warmup, args.connections, wenv)
             time.sleep(1.5)  # let the last check-in flush land
         routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
                   ("/latest/url", base, "/api/v0/releases/latest/url"),
-                  ("/latest", base, "/api/v0/releases/latest")]
+                  ("/latest", base, "/api/v0/releases/latest"),
+                  ("DDI base poll", base, "ddi")]
         results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
         for _ in range(args.rounds):
             for name, url, path in routes:
@@ -134,7 +136,7 @@ def main() -> int:
         print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
               f"devices={args.devices} warmup={args.warmup}s "
               f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")
-        print(f"{'route':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ratio':>8}")
+        print(f"{'route':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ratio':>8}")
 
         def med(name, key):
             vals = sorted(r[key] for r in results[name])
@@ -142,7 +144,7 @@ def main() -> int:
 
         hello = med("hello", "rps")
         for name, _, _ in routes:
-            print(f"{name:<14}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
+            print(f"{name:<16}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
                   f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")
     finally:
         for p in procs:
