@@ -81,7 +81,7 @@ def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_
 
     try:
         if sock is None:
-            target = {"host": settings.host, "port": settings.port}
+            target = {"host": settings.host, "port": settings.port, "reuse_port": True}
         else:
             target = {"sock": sock}
         web.run_app(init_app(settings), **target, access_log=None, print=ready,
@@ -96,7 +96,10 @@ class Supervisor:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.sock = _listen_socket(settings)
+        # "shared": one accept queue for all workers (no connection lost when a worker stops);
+        # "reuseport": a socket per worker, the kernel spreads connections evenly (faster under
+        # load, but connections queued to a stopping worker are reset)
+        self.sock = _listen_socket(settings) if settings.listen_mode == "shared" else None
         self.children: dict[int, int] = {}  # pid -> slot
         self.started: dict[int, float] = {}  # pid -> monotonic start time
         self.backoff = 0.2

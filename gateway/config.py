@@ -28,6 +28,7 @@ class Settings:
     grace_period: float = 10.0               # graceful shutdown
     max_inflight: int = 1024                 # concurrent requests per process before shedding (503)
     accel_redirect: str | None = None        # e.g. /_artifacts/: nginx serves artifact bytes
+    listen_mode: str = "shared"              # shared accept queue, or "reuseport" (socket per worker)
     metrics_dir: str | None = None
     bootstrap: dict = field(default_factory=dict)
 
@@ -55,6 +56,7 @@ class Settings:
             grace_period=float(os.environ.get("OTA_GRACE_PERIOD", cls.grace_period)),
             max_inflight=_env_int("OTA_MAX_INFLIGHT", cls.max_inflight),
             accel_redirect=os.environ.get("OTA_ACCEL_REDIRECT") or None,
+            listen_mode=os.environ.get("OTA_LISTEN_MODE", cls.listen_mode),
             bootstrap={k: os.environ[f"OTA_{k.upper()}"] for k in
                        ("org", "project", "org_token", "project_key", "user_email", "user_secret")
                        if os.environ.get(f"OTA_{k.upper()}")},

@@ -219,6 +219,13 @@ def _json(request: web.Request, obj) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
 
 
+def jittered(interval: int, serial: str) -> int:
+    """The polling interval moved by a per-device amount within +-10 %, the same on every poll,
+    so a fleet started together (or back after an outage) does not poll in lock-step."""
+    spread = interval // 10
+    return interval + zlib.crc32(serial.encode()) % (2 * spread + 1) - spread if spread else interval
+
+
 def _sleep(seconds: int) -> str:
     """HH:MM:SS; SWUpdate parses it with strptime, so hours stay below 24 and 0 is avoided."""
     s = min(max(int(seconds), 1), 24 * 3600 - 1)
@@ -301,7 +308,7 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
         links["installedBase"] = {"href": f"{base}/installedBase/{installed[0]}"}
     if state.config_requested:  # asked again after an update; a device that never says more is not pestered
         links["configData"] = {"href": f"{base}/configData"}
-    body = {"config": {"polling": {"sleep": _sleep(cohort["ddi_polling_interval"])}}}
+    body = {"config": {"polling": {"sleep": _sleep(jittered(cohort["ddi_polling_interval"], caller.serial))}}}
     if links:
         body["_links"] = links
     # versions reach the database through configData and feedback (synchronously): the

@@ -454,3 +454,13 @@ async def test_polls_are_counted_and_inspect_shows_the_ddi_answer(released):
     assert r.status == 200, await r.text()
     [entry] = [s for s in (await r.json())["data"]["software"] if s["software_type"] == "main"]
     assert entry["ddi"]["next"] == "deploymentBase" and entry["ddi"]["applies"] is True
+
+
+@pytest.mark.parametrize("interval", [10, 60, 3600, 43200])
+def test_polling_jitter_is_deterministic_and_bounded(interval):
+    from gateway.ddi import jittered
+
+    values = {s: jittered(interval, s) for s in (f"DEV{i}" for i in range(200))}
+    assert all(abs(v - interval) <= interval // 10 for v in values.values())
+    assert len(set(values.values())) >= min(2 * (interval // 10) + 1, 20)  # devices are spread out
+    assert all(jittered(interval, s) == v for s, v in values.items())  # the same on every poll

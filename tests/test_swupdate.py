@@ -261,3 +261,38 @@ async def test_swupdate_installs_a_release_and_reports_success_and_failure(gatew
 async def _find(s, gw, serial, text: str, status: str | None = None) -> dict | None:
     return next((a for a in await actions(s, gw, serial)
                  if (status is None or a["status"] == status) and (not text or reported(a, text))), None)
+
+
+async def test_swupdate_acknowledges_a_canceled_action(gateway, keys, tmp_path):
+    """An open action whose activation is pulled is offered as cancelAction; the real client
+    acknowledges it and the action closes as canceled."""
+    serial, board = "SWU-CANCEL-1", "cancelboard"
+    gw_auth = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
+    base = f"{gateway.url}/api/v0/hawkbit/default/controller/v1/{serial}"
+    async with aiohttp.ClientSession() as s:
+        await api(s, gateway, "PATCH", P + "/cohorts/default", json={"ddi_polling_interval": 10})
+        await upload(s, gateway, build_swu(keys, "3.0.0", tmp_path / "never.img"), version="3.0.0",
+                     hardware_version=board, filename="rootfs-3.0.0.swu")
+        dep = (await api(s, gateway, "POST", P + "/deployments", json={"type": "normal", "release": "3.0.0",
+                                                                        "cohort": "default"}))["data"]
+        # the device's first contact (as SWUpdate would make it): attributes, then a poll that opens an action
+        async with s.put(base + "/configData", headers=gw_auth, json={"mode": "merge", "data": {
+                "memfault__hardware_version": board, "memfault__software_type": "rootfs",
+                "memfault__current_version": "1.0.0"}}) as r:
+            assert r.status == 200
+        async with s.get(base, headers=gw_auth) as r:
+            assert "deploymentBase" in (await r.json())["_links"]
+        [opened] = await actions(s, gateway, serial)
+        assert opened["status"] == "open"
+        # the operator pulls the activation before the device installs anything
+        await api(s, gateway, "DELETE", f"{P}/deployments/{dep['id']}")
+        device = Device(keys, serial, gateway.url + "/api/v0/hawkbit", "default", ["-g", PROJECT_KEY])
+        try:
+            device.start("1.0.0", board)
+            done = await wait_for("the cancel acknowledgement",
+                                  lambda: _find(s, gateway, serial, "", status="canceled"), device)
+        finally:
+            device.stop()
+        assert done["id"] == opened["id"]
+        assert any(f["kind"] == "cancel" for f in done["feedback"])
+        assert not (tmp_path / "never.img").exists()
