@@ -15,6 +15,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from .progress import Progress, working
+
 
 class CliError(Exception):
     pass
@@ -56,6 +58,62 @@ class Client:
         except urllib.error.URLError as e:
             raise CliError(f"cannot reach {self.url}: {e.reason}") from None
         return json.loads(raw)["data"] if raw else None
+
+
+    def put_file(self, url: str, path: str, progress: Progress) -> None:
+        """Stream a file to a signed upload URL (no Authorization: the URL carries it)."""
+        size = os.path.getsize(path)
+
+        def chunks():
+            with open(path, "rb") as f:
+                while chunk := f.read(256 * 1024):
+                    progress.update(len(chunk))
+                    yield chunk
+
+        req = urllib.request.Request(url, data=chunks(), method="PUT", headers={
+            "Content-Length": str(size), "Content-Type": "application/octet-stream", "User-Agent": "ota-gateway-cli"})
+        try:
+            with urllib.request.urlopen(req, timeout=3600) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            raise CliError(f"upload failed (HTTP {e.code}): {e.read().decode(errors='replace')[:300]}") from None
+        except urllib.error.URLError as e:
+            raise CliError(f"cannot reach the upload URL: {e.reason}") from None
+        finally:
+            progress.close()
+
+
+def _upload(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
+    import hashlib
+
+    if not os.path.isfile(a.file):
+        raise CliError(f"{a.file}: no such file")
+    if bool(a.version) == bool(a.delta_to):
+        raise CliError("give exactly one of --version or --delta-from/--delta-to")
+    if bool(a.delta_from) != bool(a.delta_to):
+        raise CliError("--delta-from and --delta-to go together")
+    md5 = hashlib.md5()
+    with open(a.file, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            md5.update(chunk)
+    size = os.path.getsize(a.file)
+    up = c.call("POST", c.project_path("/upload"), {"kind": "OTA_PAYLOAD", "size": size})
+    c.put_file(up["upload_url"], a.file, Progress(size, f"uploading {os.path.basename(a.file)}"))
+    extra = {}
+    for kv in a.extra or []:
+        k, eq, v = kv.partition("=")
+        if not eq:
+            raise CliError(f"--extra expects key=value, got {kv!r}")
+        extra[k] = v
+    version: Any = [a.delta_from, a.delta_to] if a.delta_to else a.version
+    body = {"file": {"token": up["token"], "md5": md5.hexdigest(), "name": os.path.basename(a.file)},
+            "software_version": {"version": version, "software_type": a.software_type,
+                                 **({"revision": a.revision} if a.revision else {})},
+            "hardware_version": a.hardware_version, "must_pass_through": a.must_pass_through,
+            "notes": a.notes or "", **({"extra_info": extra} if extra else {})}
+    d = c.call("POST", c.project_path("/releases/ota_payload"), body)
+    label = f"{a.delta_from} -> {a.delta_to}" if a.delta_to else a.version
+    return d, f"release {label} ({a.software_type}) has a payload for {a.hardware_version}"
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
@@ -135,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
 def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
     P = c.project_path
     cmd, sub = a.cmd, getattr(a, "sub", None)
+    if cmd == "upload":
+        return _upload(c, a)
     if cmd == "cohorts":
         if sub == "list":
             d = c.call("GET", P("/cohorts"))
@@ -174,7 +234,8 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
                 body.update({k: v for k, v in {"limit": a.limit, "current_version": a.current_version,
                                                "software_type": a.software_type, "hardware_version": a.hardware_version,
                                                "order": a.order}.items() if v is not None})
-            d = c.call("POST", P(f"/cohorts/{a.cohort}/staging"), body)
+            with working(f"{'unstaging' if a.unstage else 'staging'} devices of cohort {a.cohort}"):
+                d = c.call("POST", P(f"/cohorts/{a.cohort}/staging"), body)
             return d, f"{'unstaged' if a.unstage else 'staged'} {d['changed']} device(s); cohort {a.cohort} now " \
                       f"has {d['staged']} of {d['devices']} staged"
         if sub == "override":
@@ -225,7 +286,11 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
             body["rollout_percent"] = a.percent
         if a.software_type:
             body["software_type"] = a.software_type
-        d = c.call("POST", P("/deployments"), body)
+        if "rollout_percent" in body:  # marking a large cohort as staged takes a moment
+            with working(f"staging {a.percent} % of cohort {a.cohort}"):
+                d = c.call("POST", P("/deployments"), body)
+        else:
+            d = c.call("POST", P("/deployments"), body)
         if "requested_by" in d:
             return d, f"activation request {d['id']} is waiting for approval"
         return d, f"deployment {d['id']}: {a.release} on cohort {a.cohort} ({d['status']}, {d['rollout_percent']}%)"
@@ -296,6 +361,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def subs(p: argparse.ArgumentParser) -> _Subs:
         return _Subs(p)
+
+    x = cmd("upload", "upload a firmware file as a release payload (progress bar on a terminal)")
+    x.add_argument("file")
+    x.add_argument("--hardware-version", required=True)
+    x.add_argument("--software-type", required=True)
+    x.add_argument("--version", help="a full release's version")
+    x.add_argument("--delta-from")
+    x.add_argument("--delta-to")
+    x.add_argument("--must-pass-through", action="store_true")
+    x.add_argument("--notes")
+    x.add_argument("--revision")
+    x.add_argument("--extra", action="append", metavar="KEY=VALUE", help="payload metadata (repeatable)")
 
     s = subs(cmd("cohorts", "list, create and configure cohorts"))
     s.add_parser("list")

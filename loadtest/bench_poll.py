@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="alternate hello/poll runs this many times")
     ap.add_argument("--warmup", type=int, default=10,
                     help="seconds of unmeasured polling first, so the fleet is known (steady state)")
+    ap.add_argument("--ddi-warmup", type=int, default=40, help="seconds of unmeasured DDI polling first")
     ap.add_argument("--devices", type=int, default=100_000, help="distinct serials polling")
     ap.add_argument("--database-url")
     args = ap.parse_args()
@@ -123,7 +124,8 @@ def main() -> int:
         wenv = {"OTA_KEY": KEY, "OTA_DEVICES": str(args.devices)}
         if args.warmup:  # every device registers, and each worker caches the DDI devices' state
             wrk(base, "/api/v0/releases/latest/url", args.warmup, args.connections, wenv)
-            wrk(base, "ddi", args.warmup, args.connections, wenv)
+            # DDI state is cached per worker on first sight: every device must have polled each worker
+            wrk(base, "ddi", args.ddi_warmup, args.connections, wenv)
             time.sleep(1.5)  # let the last check-in flush land
         routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
                   ("/latest/url", base, "/api/v0/releases/latest/url"),

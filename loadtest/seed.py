@@ -28,6 +28,7 @@ from gateway import store  # noqa: E402
 from gateway.cli import prepare_database  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.pgembed import EmbeddedPostgres  # noqa: E402
+from gateway.progress import Progress  # noqa: E402
 
 ORG, PROJECT, TOKEN, KEY = "bench-org", "bench", "oat_bench_token", "benchkey0000000000000000000000000"
 COHORTS = ["beta", "canary", "field-test", "recovery"]
@@ -38,7 +39,7 @@ def release_versions(m: int) -> list[tuple[str, bool]]:
     return [(f"0.{i // 100}.{i % 100}", False) for i in range(max(0, m - len(core)))] + core
 
 
-async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share: float, progress) -> dict:
+async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share: float) -> dict:
     conn = await asyncpg.connect(dsn)
     await store.init_connection(conn)
     timings = {}
@@ -63,6 +64,7 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
                 cohort = cohort_ids[i % len(cohort_ids)] if other_every and i % other_every == 0 else default
                 yield (start + i, pid, serial(i), hardware_of(i), cohort)
 
+        progress = Progress(devices, "seeding devices", unit="devices")
         chunk = 200_000
         rows = device_rows()
         done = 0
@@ -74,7 +76,8 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
             await conn.copy_records_to_table("device_software", records=sw,
                                              columns=["device_id", "software_type", "version"])
             done += len(batch)
-            progress(f"devices {done:,}/{devices:,}")
+            progress.update(len(batch))
+        progress.close()
         await conn.execute("SELECT setval(pg_get_serial_sequence('devices', 'id'), (SELECT max(id) FROM devices))")
         await conn.execute("ANALYZE devices; ANALYZE device_software")
         timings["devices_seconds"] = time.perf_counter() - t0
@@ -121,19 +124,12 @@ def main() -> int:
     else:
         pg = EmbeddedPostgres(args.data_dir)
         dsn = pg.start()
-    tty = sys.stderr.isatty()
-
-    def progress(msg: str) -> None:
-        print(("\r" if tty else "") + msg, end="" if tty else "\n", file=sys.stderr, flush=True)
-
     try:
         settings = Settings(database_url=dsn, data_dir=args.data_dir, bootstrap={
             "org": ORG, "project": PROJECT, "org_token": TOKEN, "project_key": KEY})
         asyncio.run(prepare_database(settings))
         t = asyncio.run(seed(dsn, Path(settings.effective_storage_dir), args.devices, args.releases,
-                             args.other_cohorts_share, progress))
-        if tty:
-            print(file=sys.stderr)
+                             args.other_cohorts_share))
         print(f"seeded {args.devices:,} devices in {t['devices_seconds']:.1f}s "
               f"({args.devices / t['devices_seconds']:,.0f}/s), {args.releases} releases in "
               f"{t['releases_seconds']:.1f}s; org {ORG}, project {PROJECT}, token {TOKEN}, key {KEY}")

@@ -92,3 +92,56 @@ def test_cli_errors_without_configuration(gw):
     out = subprocess.run(CLI + ["cohorts", "list", "--url", "http://127.0.0.1:9", "--token", "x", "--org", "a",
                                 "--project", "b"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "cannot reach" in out.stderr
+
+
+def test_cli_upload_prints_progress_lines_when_not_a_terminal(gw, tmp_path):
+    fw = tmp_path / "big.bin"
+    fw.write_bytes(os.urandom(3 * 1024 * 1024))
+    out = cli(gw, "upload", str(fw), "--hardware-version", "mp", "--software-type", "cli-fw", "--version", "7.7.7",
+              "--notes", "via ota-gateway", "--extra", "slot=a")
+    assert "uploading big.bin: 100%" in out.stderr and "25%" in out.stderr  # plain lines, not a bar
+    assert "release 7.7.7 (cli-fw) has a payload for mp" in out.stdout
+    rel = json.loads(cli(gw, "releases", "get", "7.7.7", "--json").stdout)
+    assert rel["notes"] == "via ota-gateway" and rel["artifacts"][0]["extra_info"] == {"slot": "a"}
+    assert rel["artifacts"][0]["file_size"] == 3 * 1024 * 1024
+    err = cli(gw, "upload", str(fw), "--hardware-version", "mp", "--software-type", "cli-fw", ok=False).stderr
+    assert "--version" in err
+
+
+class _Tty:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_on_a_terminal_and_lines_elsewhere():
+    import io
+
+    from gateway.progress import Progress, working
+
+    tty = _Tty()
+    p = Progress(1000, "up", stream=tty)
+    for _ in range(10):
+        p.update(100)
+    p.close()
+    assert "\r" in tty.text and "[" + "#" * 30 + "]" in tty.text and "100%" in tty.text
+    plain = io.StringIO()
+    p = Progress(1000, "up", stream=plain)
+    for _ in range(10):
+        p.update(100)
+    lines = plain.getvalue().splitlines()
+    # one line per 25 % step reached, never a carriage return
+    assert [line.split("%")[0] for line in lines] == ["up: 10", "up: 30", "up: 50", "up: 80", "up: 100"]
+    assert "\r" not in plain.getvalue()
+    out = io.StringIO()
+    with working("staging", stream=out):
+        pass
+    assert out.getvalue().splitlines()[0] == "staging..." and "done in" in out.getvalue()
