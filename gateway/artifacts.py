@@ -34,10 +34,26 @@ class StoredBlob:
 
 
 class BlobStore:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, stale_after: float = 3600.0):
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.remove_stale(stale_after)
+
+    def remove_stale(self, older_than: float) -> int:
+        """Delete partial uploads left by a crash. An upload in progress (in any process sharing
+        the store) keeps touching its file, so only long-untouched ones go."""
+        import time
+
+        removed = 0
+        for f in self.tmp.glob("upload-*"):
+            try:
+                if time.time() - f.stat().st_mtime > older_than:
+                    f.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 import zlib
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -20,11 +21,18 @@ import orjson
 from aiohttp import web
 
 from . import ddi_store, store
-from .appkeys import CHECKINS, MIRROR, POOL, SETTINGS, SIGNER
+from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
 from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
 from .delivery import send_blob
-from .errors import DB_UNAVAILABLE, ApiError, BadRequest, NotFound, add_route
+from .errors import (
+    DB_UNAVAILABLE,
+    ApiError,
+    BadRequest,
+    NotFound,
+    add_route,
+    error_response,
+)
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
@@ -293,6 +301,13 @@ def _action_id(request: web.Request) -> int:
 @_device_route
 async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     """GET {base}: polling interval and links to what the device should do next."""
+    project = caller.project
+    if project.poll_limit and not request.app[LIMITER].allow((project.id, caller.serial), project.poll_limit,
+                                                               time.time()):
+        METRICS.inc("ota_gateway_polls", ("ddi", "rate-limited"))
+        retry = str(60 - int(time.time()) % 60)  # the limiter's window turns on the minute
+        return error_response(429, f"device {caller.serial} polls more than {project.poll_limit} times a minute",
+                              "rate_limited", {"Retry-After": retry})
     kind, action, reason = await _resolve(request, caller)
     project, state = caller.project, caller.state
     cohort = _cohort(caller)

@@ -497,7 +497,7 @@ def _device_paths() -> dict:
         b = root + DDI_BASE
         tag = "device: hawkBit DDI"
         paths.update({
-            b: {"get": op("Base poll", tag, {**ok(ref("DdiControllerBase")), **ddi_json, **errors(400)},
+            b: {"get": op("Base poll", tag, {**ok(ref("DdiControllerBase")), **ddi_json, **errors(400, 429)},
                           params=etag, security=ddi_security)},
             b + "/deploymentBase/{actionId}": {"get": op(
                 "The update to install", tag, {**ok(ref("DdiDeploymentBase")), **ddi_json, **errors(400, 404)},

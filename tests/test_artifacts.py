@@ -168,3 +168,18 @@ async def test_accel_redirect_hands_the_bytes_to_the_front_proxy(client, url):
         assert (await client.get(path + "?e=1&s=x")).status == 403  # the gateway still checks the signature
     finally:
         settings.accel_redirect = None
+
+
+def test_partial_uploads_left_by_a_crash_are_removed_at_start(tmp_path):
+    from gateway.artifacts import BlobStore
+
+    (tmp_path / "tmp").mkdir()
+    stale, fresh = tmp_path / "tmp" / "upload-stale", tmp_path / "tmp" / "upload-fresh"
+    stale.write_bytes(b"half a firmware")
+    fresh.write_bytes(b"being written")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    store = BlobStore(tmp_path)
+    assert not stale.exists() and fresh.exists()
+    assert list(tmp_path.glob("??/*")) == []  # nothing half-written is visible as a blob
+    assert store.remove_stale(0) == 1 and not fresh.exists()

@@ -464,3 +464,18 @@ def test_polling_jitter_is_deterministic_and_bounded(interval):
     assert all(abs(v - interval) <= interval // 10 for v in values.values())
     assert len(set(values.values())) >= min(2 * (interval // 10) + 1, 20)  # devices are spread out
     assert all(jittered(interval, s) == v for s, v in values.items())  # the same on every poll
+
+
+async def test_ddi_poll_rate_limit_answers_429_with_retry_after(released):
+    r = await released.patch(P, json={"poll_limit_per_minute": 2}, headers=auth_headers())
+    assert r.status == 200
+    try:
+        statuses = []
+        for _ in range(4):
+            r = await released.get(base("RATEDDI1"), headers=GW)
+            statuses.append(r.status)
+        assert statuses == [200, 200, 429, 429]
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert (await r.json())["error"]["type"] == "rate_limited"
+    finally:
+        await released.patch(P, json={"poll_limit_per_minute": None}, headers=auth_headers())
