@@ -210,6 +210,14 @@ CREATE TABLE IF NOT EXISTS resolution_cache (
 -- Per-device poll rate limit (polls per device per minute, per gateway process); NULL = none.
 ALTER TABLE projects ADD COLUMN IF NOT EXISTS poll_limit_per_minute integer CHECK (poll_limit_per_minute > 0);
 
+-- Optional Ed25519 key per project: release manifests (the artifact hashes) are signed with it.
+CREATE TABLE IF NOT EXISTS project_signing_keys (
+    project_id  bigint PRIMARY KEY REFERENCES projects(id),
+    seed        bytea NOT NULL,
+    public_key  bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- A cohort may require a second identity to approve activation changes.
 ALTER TABLE cohorts ADD COLUMN IF NOT EXISTS requires_approval boolean NOT NULL DEFAULT false;
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
-from . import ddi_store, store
+from . import ddi_store, manifests, store
 from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
 from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
@@ -267,6 +267,10 @@ def deployment_doc(request: web.Request, caller: Caller, action_id: int, rel: Re
     chunk = {"part": "os", "version": rel.version, "name": rel.software_type,
              "artifacts": [artifact_json(request, caller, pl)]}
     meta = {**(rel.extra_info or {}), **(pl.extra_info or {})}
+    signed = manifests.signature(caller.project, rel, pl)
+    if signed:  # DDI has no signature field: the manifest and its signature travel as metadata
+        meta.update({"ota_gateway_manifest": signed["manifest"], "ota_gateway_signature": signed["value"],
+                     "ota_gateway_key_id": signed["key_id"]})
     if meta:
         chunk["metadata"] = [{"key": k, "value": str(v)} for k, v in meta.items()]
     doc = {"id": str(action_id), key: {"download": update_type, "update": update_type, "chunks": [chunk]}}

@@ -66,6 +66,55 @@ async def patch_project(request: web.Request) -> web.Response:
     return await get_project(request)
 
 
+def _signing_key_json(row) -> dict:
+    from . import ed25519, manifests
+
+    public = bytes(row["public_key"])
+    return {"algorithm": "ed25519", "key_id": manifests.key_id(public), "public_key_pem": ed25519.public_key_pem(public),
+            "public_key": public.hex(), "created_date": iso(row["created_at"])}
+
+
+async def get_signing_key(request: web.Request) -> web.Response:
+    """GET P/signing-key: the public key release manifests are signed with."""
+    _, p = await project_for(request)
+    row = await store.signing_key(request.app[POOL], p["id"])
+    if row is None:
+        raise NotFound("this project signs no manifests: POST signing-key to create a key")
+    return data(_signing_key_json(row))
+
+
+async def create_signing_key(request: web.Request) -> web.Response:
+    """POST P/signing-key: create (or rotate) the project's Ed25519 manifest key. The private key
+    stays in the database; only the public key is ever returned."""
+    from . import ed25519
+
+    ident, p = await project_for(request)
+    ident.require("manager")
+    seed = ed25519.new_seed()
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        before = await store.signing_key(conn, p["id"])
+        await store.set_signing_key(conn, p["id"], seed, ed25519.public_key(seed))
+        row = await store.signing_key(conn, p["id"])
+        await store.audit(conn, p["id"], ident.actor, "signing_key.rotate" if before else "signing_key.create",
+                          f"project:{p['slug']}", before and {"public_key": bytes(before["public_key"]).hex()},
+                          {"public_key": bytes(row["public_key"]).hex()})
+        await store.notify(conn, f"project:{p['id']}")
+    await refresh(request, f"project:{p['id']}")
+    return data(_signing_key_json(row), status=201)
+
+
+async def delete_signing_key(request: web.Request) -> web.Response:
+    ident, p = await project_for(request)
+    ident.require("manager")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        if not await store.delete_signing_key(conn, p["id"]):
+            raise NotFound("this project has no signing key")
+        await store.audit(conn, p["id"], ident.actor, "signing_key.delete", f"project:{p['slug']}", None, None)
+        await store.notify(conn, f"project:{p['id']}")
+    await refresh(request, f"project:{p['id']}")
+    return web.Response(status=204)
+
+
 async def software_type_values(request: web.Request) -> web.Response:
     _, p = await project_for(request)
     rows = await store.list_software_types(request.app[POOL], p["id"])
@@ -266,6 +315,9 @@ async def delete_release(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     add_route(app, "GET", P, get_project)
     add_route(app, "PATCH", P, patch_project)
+    add_route(app, "GET", P + "/signing-key", get_signing_key)
+    add_route(app, "POST", P + "/signing-key", create_signing_key)
+    add_route(app, "DELETE", P + "/signing-key", delete_signing_key)
     add_route(app, "GET", P + "/software_type_values", software_type_values)
     add_route(app, "GET", P + "/software_types/{type}/software_versions/{version}", software_version)
     add_route(app, "POST", P + "/upload", create_upload)

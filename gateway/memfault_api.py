@@ -10,6 +10,7 @@ import time
 import orjson
 from aiohttp import web
 
+from . import manifests
 from .appkeys import CHECKINS, LIMITER, MIRROR, SIGNER
 from .errors import add_route, error_response
 from .metrics import METRICS
@@ -25,7 +26,7 @@ def _bad(message: str) -> web.Response:
     return error_response(400, message, "invalid_request")
 
 
-def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str) -> bytes:
+def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str, signature: dict | None = None) -> bytes:
     """The bare Release object of /latest with every field clients rely on."""
     return orjson.dumps({
         "id": rel.id,
@@ -58,6 +59,7 @@ def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str) -> by
             "build_id": "",
             "extra_info": pl.extra_info,
         }],
+        **({"signature": signature} if signature else {}),
     })
 
 
@@ -104,13 +106,14 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if pl is None:
         resp = web.Response(status=204, headers={"memfault-reason": decision.reason, "Cache-Control": _NO_STORE})
     else:
-        resp = _render(request, rel, pl, decision.reason, as_url)
+        resp = _render(request, project, rel, pl, decision.reason, as_url)
     if not checkins.accepting:
         await checkins.room()
     return resp
 
 
-def _render(request: web.Request, rel: ReleaseView, pl: PayloadView, reason: str, as_url: bool) -> web.Response:
+def _render(request: web.Request, project: ProjectView, rel: ReleaseView, pl: PayloadView, reason: str,
+            as_url: bool) -> web.Response:
     """Answer bytes are cached per payload (and reason) until the URL's expiry bucket moves."""
     signer = request.app[SIGNER]
     exp = signer.expiry()
@@ -118,7 +121,8 @@ def _render(request: web.Request, rel: ReleaseView, pl: PayloadView, reason: str
     hit = pl.cache.get(ckey)
     if hit is None or hit[0] != exp:
         url = signer.sign(pl.url_path, exp)
-        hit = (exp, url.encode() if as_url else release_body(rel, pl, url, reason))
+        hit = (exp, url.encode() if as_url else release_body(rel, pl, url, reason,
+                                                              manifests.signature(project, rel, pl)))
         pl.cache[ckey] = hit
     if as_url:
         return web.Response(body=hit[1], content_type="text/plain", charset="utf-8",

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from . import resolution, store
+from . import ed25519, manifests, resolution, store
 from .aio import cancel_and_wait
 from .metrics import METRICS
 
@@ -85,6 +85,8 @@ class ProjectView:
     ddi_software_type: str | None = None      # for DDI devices that report none
     ddi_hardware_version: str | None = None
     poll_limit: int | None = None              # polls per device per minute, per process
+    signing_seed: bytes | None = None          # Ed25519 key signing release manifests, if set
+    signing_key_id: str | None = None
 
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
@@ -149,7 +151,8 @@ def build_project_view(state: dict, devices: dict[str, DeviceView]) -> ProjectVi
         releases=releases, payloads=payloads, tables=tables,
         active=frozenset((k[0], k[1]) for k in tables), devices=devices,
         ddi_software_type=p["ddi_software_type"], ddi_hardware_version=p["ddi_hardware_version"],
-        poll_limit=p["poll_limit_per_minute"])
+        poll_limit=p["poll_limit_per_minute"], signing_seed=p["signing_seed"],
+        signing_key_id=manifests.key_id(ed25519.public_key(p["signing_seed"])) if p["signing_seed"] else None)
 
 
 def _device_view(row) -> DeviceView:

@@ -143,7 +143,13 @@ SCHEMAS: dict[str, dict] = {
         "artifacts": {"type": "array", "minItems": 1, "items": obj({
             "id": INT, "created_date": STR, "updated_date": STR, "type": STR, "hardware_version": STR,
             "filename": STR, "file_size": INT, "url": {"type": "string", "format": "uri"}, "md5": STR,
-            "sha1": STR, "sha256": STR, "build_id": STR, "extra_info": null(STRING_MAP)})}}),
+            "sha1": STR, "sha256": STR, "build_id": STR, "extra_info": null(STRING_MAP)})},
+        "signature": obj({"algorithm": {"enum": ["ed25519"]}, "key_id": STR,
+                          "manifest": {"type": "string", "description": "canonical JSON the signature covers"},
+                          "value": {"type": "string", "description": "base64 Ed25519 signature"}})},
+        optional=("signature",)),
+    "SigningKey": obj({"algorithm": {"enum": ["ed25519"]}, "key_id": STR, "public_key_pem": STR,
+                       "public_key": STR, "created_date": STR}),
     "DdiLink": obj({"href": STR}),
     "DdiControllerBase": obj({
         "config": obj({"polling": obj({"sleep": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]:[0-5][0-9]$"}})}),
@@ -335,6 +341,12 @@ def _management_paths() -> dict:
         P: {
             "get": mgmt("The project", ok(d(ref("Project")))),
             "patch": mgmt("Change project settings (manager)", ok(d(ref("Project"))), body=BODIES["project_patch"]),
+        },
+        P + "/signing-key": {
+            "get": mgmt("The public key release manifests are signed with", ok(d(ref("SigningKey")))),
+            "post": mgmt("Create or rotate the project's Ed25519 manifest key (manager)",
+                         ok(d(ref("SigningKey")), 201, "key created")),
+            "delete": mgmt("Stop signing manifests (manager)", {"204": {"description": "deleted"}}),
         },
         P + "/software_type_values": {"get": mgmt("Software types known to the project",
                                                   ok(d(arr(obj({"name": STR})))))},

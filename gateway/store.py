@@ -143,7 +143,9 @@ async def load_project_state(conn, project_id: int) -> dict[str, Any]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         project = await conn.fetchrow(
             "SELECT p.id, p.slug, p.resolution_generation, p.ddi_software_type, p.ddi_hardware_version, "
-            "p.poll_limit_per_minute, o.slug AS org_slug FROM projects p JOIN organizations o ON o.id = p.org_id "
+            "p.poll_limit_per_minute, o.slug AS org_slug, k.seed AS signing_seed "
+            "FROM projects p JOIN organizations o ON o.id = p.org_id "
+            "LEFT JOIN project_signing_keys k ON k.project_id = p.id "
             "WHERE p.id = $1",
             project_id)
         cohorts = await conn.fetch("SELECT * FROM cohorts WHERE project_id = $1", project_id)
@@ -778,3 +780,22 @@ async def ui_session(conn, id_hash: str) -> asyncpg.Record | None:
 
 async def delete_ui_session(conn, id_hash: str) -> None:
     await conn.execute("DELETE FROM ui_sessions WHERE id_hash = $1", id_hash)
+
+
+# -- release manifest signing keys --------------------------------------------------------------------
+
+async def signing_key(conn, project_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT public_key, created_at FROM project_signing_keys WHERE project_id = $1",
+                               project_id)
+
+
+async def set_signing_key(conn, project_id: int, seed: bytes, public: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO project_signing_keys (project_id, seed, public_key) VALUES ($1, $2, $3) "
+        "ON CONFLICT (project_id) DO UPDATE SET seed = EXCLUDED.seed, public_key = EXCLUDED.public_key, "
+        "created_at = now()", project_id, seed, public)
+
+
+async def delete_signing_key(conn, project_id: int) -> bool:
+    return await conn.fetchval("DELETE FROM project_signing_keys WHERE project_id = $1 RETURNING true",
+                               project_id) or False
