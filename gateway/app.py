@@ -90,7 +90,10 @@ async def _write_snapshots() -> None:
 
 def init_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for one gateway process."""
-    app = web.Application(client_max_size=1024 * 1024)
+    # the parser's limits sit above ours so that oversized URLs and headers reach
+    # errors.check_request_line and get a JSON error naming the problem (not aiohttp's text)
+    app = web.Application(client_max_size=1024 * 1024, handler_args={
+        "max_line_size": 65536, "max_field_size": 65536, "max_headers": 1024})
     app[SETTINGS] = settings
     app[LIMITER] = PollLimiter()
     app[FLEET] = FleetMetrics()

@@ -64,6 +64,8 @@ class UnsupportedMediaType(ApiError):
 
 
 MAX_URL = 4096  # path + query: every URL this API hands out or accepts is far shorter
+MAX_HEADER = 8192  # one header field (name + value)
+MAX_HEADERS = 100  # header fields per request
 
 
 def check_request_line(request: web.Request) -> ApiError | None:
@@ -73,6 +75,10 @@ def check_request_line(request: web.Request) -> ApiError | None:
     raw = request.raw_path
     if len(raw) > MAX_URL:
         return ApiError(f"request URL is longer than {MAX_URL} bytes", status=414, type="uri_too_long")
+    headers = request.raw_headers
+    if len(headers) > MAX_HEADERS or any(len(k) + len(v) > MAX_HEADER for k, v in headers):
+        return ApiError(f"request header fields are too large (at most {MAX_HEADERS} fields of "
+                        f"{MAX_HEADER} bytes)", status=431, type="header_fields_too_large")
     qs = request.rel_url.raw_query_string
     if "%" in qs:
         try:

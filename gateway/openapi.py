@@ -207,8 +207,9 @@ RESPONSES = {
 
 def errors(*codes: int) -> dict:
     """JSON errors `codes`, plus what errors.instrument may answer on any route: 400 (bad
-    query encoding), 414 (URL too long) and 503 (overloaded, database down)."""
-    out = {str(c): ERROR for c in sorted({400, 414, *codes})}
+    query encoding), 414 (URL too long), 431 (headers too large) and 503 (overloaded, database
+    down)."""
+    out = {str(c): ERROR for c in sorted({400, 414, 431, *codes})}
     out["503"] = {"$ref": "#/components/responses/Unavailable"}
     return out
 
