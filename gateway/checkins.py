@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -23,10 +24,11 @@ from .metrics import METRICS
 log = logging.getLogger(__name__)
 
 _MAX_VERSIONS = 8  # version changes kept per device between two flushes
+_SLICE = 20_000  # rows per write statement
 
 
 class CheckinBuffer:
-    def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 200_000,
+    def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 50_000,
                  last_seen_granularity: float = 300.0, remember: int = 500_000):
         self.pool = pool
         self.interval = interval
@@ -54,6 +56,12 @@ class CheckinBuffer:
     def add(self, project_id: int, serial: str, hardware_version: str | None, software_type: str,
             version: str | None, protocol: str) -> None:
         """Record a check-in; never blocks (see `room`)."""
+        # a handful of distinct values repeat across the fleet: share one object each
+        software_type = sys.intern(software_type)
+        if hardware_version is not None:
+            hardware_version = sys.intern(hardware_version)
+        if version is not None:
+            version = sys.intern(version)
         key = (project_id, serial, software_type)
         now = time.time()
         last = self._written.get(key)
@@ -106,11 +114,14 @@ class CheckinBuffer:
             oldest, self._oldest = self._oldest, 0.0
             self._room.set()
             t0 = time.perf_counter()
-            rows = [(pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc))
-                    for pid, serial, hw, sw, ver, proto, ts in batch.values()]
+            values = list(batch.values())
             try:
                 async with self.pool.acquire() as conn:
-                    await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
+                    # in slices, so that the rows, their parameters and the server's sorts stay small
+                    for i in range(0, len(values), _SLICE):
+                        rows = [(pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc))
+                                for pid, serial, hw, sw, ver, proto, ts in values[i:i + _SLICE]]
+                        await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
             except BaseException:
                 if not self._rows:
                     self._oldest = oldest
@@ -133,8 +144,8 @@ class CheckinBuffer:
                 self._written.clear()  # bounded memory; the cost is one extra write per device
             for key, (_pid, _serial, hw, _sw, versions, _proto, ts) in batch.items():
                 self._written[key] = (hw, versions[-1] if versions else None, ts)
-            METRICS.observe_flush(time.perf_counter() - t0, len(rows))
-            return len(rows)
+            METRICS.observe_flush(time.perf_counter() - t0, len(values))
+            return len(values)
 
     async def stop(self) -> None:
         """Stop the timer and write what is left."""

@@ -20,7 +20,7 @@ class Settings:
     database_url: str | None = None
     storage_dir: str | None = None           # artifacts; default <data_dir>/artifacts
     flush_interval: float = 1.0              # check-in write-behind period (seconds)
-    checkin_buffer_max: int = 200_000
+    checkin_buffer_max: int = 50_000
     last_seen_granularity: float = 300.0     # rewrite last_seen at most this often per device
     max_upload_size: int = 2 * 1024**3
     url_ttl: int = 6 * 3600                  # signed download URLs

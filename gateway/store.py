@@ -721,16 +721,26 @@ async def list_audit(conn, project_id: int, *, actor: str | None, action: str | 
 
 # -- fleet metrics ------------------------------------------------------------------------------------
 
-async def fleet_version_counts(conn) -> list[asyncpg.Record]:
-    """Devices per (project, cohort, software type, current version), and staged devices."""
+async def fleet_version_counts(conn, top: int = 50) -> list[asyncpg.Record]:
+    """Devices per (project, cohort, software type, current version), and staged devices. Only
+    the `top` most common versions of each cohort get a series of their own; the rest add up
+    under "(other)", so odd version strings can't explode the label set."""
     return await conn.fetch(
         """
-        SELECT p.slug AS project, c.slug AS cohort, s.software_type, s.version, count(*) AS n,
-               count(*) FILTER (WHERE d.staged) AS staged
-        FROM device_software s JOIN devices d ON d.id = s.device_id
-        JOIN cohorts c ON c.id = d.cohort_id JOIN projects p ON p.id = d.project_id
-        GROUP BY p.slug, c.slug, s.software_type, s.version
-        """)
+        WITH g AS (
+          SELECT p.slug AS project, c.slug AS cohort, s.software_type, s.version, count(*) AS n,
+                 count(*) FILTER (WHERE d.staged) AS staged
+          FROM device_software s JOIN devices d ON d.id = s.device_id
+          JOIN cohorts c ON c.id = d.cohort_id JOIN projects p ON p.id = d.project_id
+          GROUP BY p.slug, c.slug, s.software_type, s.version
+        ), r AS (
+          SELECT g.*, row_number() OVER (PARTITION BY project, cohort, software_type ORDER BY n DESC, version) AS rn
+          FROM g
+        )
+        SELECT project, cohort, software_type, CASE WHEN rn <= $1 THEN version ELSE '(other)' END AS version,
+               sum(n)::bigint AS n, sum(staged)::bigint AS staged
+        FROM r GROUP BY 1, 2, 3, 4
+        """, top)
 
 
 async def fleet_staged_counts(conn) -> list[asyncpg.Record]:

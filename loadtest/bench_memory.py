@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from gateway.pgembed import free_port  # noqa: E402
+import stack  # noqa: E402
 
 KEY = "benchkey0000000000000000000000000"
 
@@ -46,22 +46,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--polls", type=int, default=200_000, help="distinct serials polled through wrk (bounded)")
     args = ap.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers",
-                             str(args.workers), "--data-dir", args.data_dir], env=env)
+    base, proc = stack.serve(args.data_dir, workers=args.workers)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("gateway did not start")
-                time.sleep(0.2)
         time.sleep(1)
         workers = [p for p in children(proc.pid) if "postgres" not in Path(f"/proc/{p}/cmdline").read_text()]
         idle = {p: rss_mb(p) for p in workers}
