@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,4 +34,19 @@ def serve(data_dir: str, *, workers: int = 2, database_url: str | None = None,
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.terminate()
                 raise SystemExit("the gateway did not become ready") from None
+            time.sleep(0.1)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    """Wait (bounded) until `url` answers at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(url) from None
             time.sleep(0.1)
