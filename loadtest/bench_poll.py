@@ -97,11 +97,13 @@ def main() -> int:
     ap.add_argument("--ddi-warmup", type=int, default=40, help="seconds of unmeasured DDI polling first")
     ap.add_argument("--devices", type=int, default=100_000, help="distinct serials polling")
     ap.add_argument("--database-url")
+    ap.add_argument("--data-dir", help="a data dir seeded by loadtest/seed.py (its 'bench' project): no seeding")
+    ap.add_argument("--routes", default="url,latest,ddi", help="which of url, latest, ddi to measure")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk is required: apt-get install wrk", file=sys.stderr)
         return 2
-    tmp = tempfile.mkdtemp(prefix="ota-bench-")
+    tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-bench-")
     pg = None
     procs: list[subprocess.Popen] = []
     try:
@@ -119,18 +121,23 @@ def main() -> int:
                                        "--workers", str(args.workers)]))
         wait_http(base + "/healthz")
         wait_http(f"http://127.0.0.1:{hport}/")
-        asyncio.run(seed(base))
+        if not args.data_dir:  # a seeded data dir (loadtest/seed.py) has its fleet and releases already
+            asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
         wenv = {"OTA_KEY": KEY, "OTA_DEVICES": str(args.devices)}
         if args.warmup:  # every device registers, and each worker caches the DDI devices' state
             wrk(base, "/api/v0/releases/latest/url", args.warmup, args.connections, wenv)
+        if args.ddi_warmup and "ddi" in args.routes:
             # DDI state is cached per worker on first sight: every device must have polled each worker
             wrk(base, "ddi", args.ddi_warmup, args.connections, wenv)
+        if args.warmup or args.ddi_warmup:
             time.sleep(1.5)  # let the last check-in flush land
         routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
                   ("/latest/url", base, "/api/v0/releases/latest/url"),
                   ("/latest", base, "/api/v0/releases/latest"),
                   ("DDI base poll", base, "ddi")]
+        wanted = {"hello", *(r.strip() for r in args.routes.split(","))}
+        routes = [r for r in routes if r[0] in wanted or r[2] in wanted or r[2].rsplit("/", 1)[-1] in wanted]
         results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
         for _ in range(args.rounds):
             for name, url, path in routes:
@@ -158,7 +165,8 @@ def main() -> int:
                 p.kill()
         if pg:
             pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.data_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
