@@ -147,7 +147,11 @@ class EmbeddedPostgres:
         self._cmd(str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.pgdata),
                   "-l", str(log), "-o", " ".join(opts))
         self._started = True
-        self._ensure_database()
+        try:
+            self._ensure_database()
+        except BaseException:  # don't leave a server running that nobody will stop
+            self.stop()
+            raise
         return self.dsn
 
     def _start_pgserver(self) -> str:
