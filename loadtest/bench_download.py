@@ -127,13 +127,7 @@ def main() -> int:
         for name, mbps in results.items():
             print(f"{name:<40}{mbps:>10.0f}{mbps / ref:>10.2f}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stack.stop(*procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -66,8 +66,7 @@ def main() -> int:
         for p in workers:
             print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}")
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stack.stop(proc)
     return 0
 
 

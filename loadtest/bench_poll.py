@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -27,46 +26,27 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gateway.pgembed import EmbeddedPostgres, free_port  # noqa: E402
+import stack  # noqa: E402
+
+from gateway.pgembed import free_port  # noqa: E402
 
 ORG, PROJECT, TOKEN, KEY = "bench-org", "bench", "oat_bench_token", "benchkey0000000000000000000000000"
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
-
-
 async def seed(base: str, releases: int = 5) -> None:
     """Full 1.0.0, MPT 1.5.0, full 2.0.0 (+ padding releases) for hardware mp and evt, all active."""
-    p = f"{base}/api/v0/organizations/{ORG}/projects/{PROJECT}"
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     versions = [("1.0.0", False), ("1.5.0", True), ("2.0.0", False)]
     versions += [(f"0.{i}.0", False) for i in range(1, max(0, releases - 3) + 1)]
     async with aiohttp.ClientSession() as s:
         for version, mpt in versions:
             for hw in ("mp", "evt"):
                 content = hashlib.sha256(f"{version}{hw}".encode()).digest() * 1000
-                async with s.post(p + "/upload", json={"kind": "OTA_PAYLOAD", "size": len(content)}, headers=auth) as r:
-                    up = (await r.json())["data"]
-                async with s.put(up["upload_url"], data=content) as r:
-                    assert r.status == 200
-                body = {"file": {"token": up["token"], "md5": hashlib.md5(content).hexdigest(), "name": "fw.bin"},
-                        "software_version": {"version": version, "software_type": "main"},
-                        "hardware_version": hw, "must_pass_through": mpt}
-                async with s.post(p + "/releases/ota_payload", json=body, headers=auth) as r:
-                    assert r.status in (200, 201, 409), await r.text()
-            async with s.post(p + "/deployments", json={"type": "normal", "release": version, "cohort": "default"},
-                              headers=auth) as r:
-                assert r.status in (200, 201), await r.text()
-        async with s.post(p + "/devices", json={"device_serial": "DVT-1", "hardware_version": "dvt"},
-                          headers=auth) as r:
+                await stack.upload(s, base, TOKEN, ORG, PROJECT, version, content, hardware=hw,
+                                   must_pass_through=mpt)
+            await stack.activate(s, base, TOKEN, ORG, PROJECT, version)
+        async with s.post(f"{base}/api/v0/organizations/{ORG}/projects/{PROJECT}/devices",
+                          json={"device_serial": "DVT-1", "hardware_version": "dvt"},
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as r:
             assert r.status in (201, 409)
 
 
@@ -104,23 +84,16 @@ def main() -> int:
         print("wrk is required: apt-get install wrk", file=sys.stderr)
         return 2
     tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-bench-")
-    pg = None
     procs: list[subprocess.Popen] = []
     try:
-        dsn = args.database_url
-        if not dsn:
-            pg = EmbeddedPostgres(tmp)
-            dsn = pg.start()
-        gport, hport = free_port(), free_port()
-        base = f"http://127.0.0.1:{gport}"
-        env = {**os.environ, "DATABASE_URL": dsn, "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN,
-               "OTA_PROJECT_KEY": KEY, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(gport),
-                                       "--workers", str(args.workers), "--data-dir", tmp], env=env))
+        # without --database-url the gateway runs its own embedded PostgreSQL in the data dir
+        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env={
+            "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN, "OTA_PROJECT_KEY": KEY})
+        procs.append(gw)
+        hport = free_port()
         procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
                                        "--workers", str(args.workers)]))
-        wait_http(base + "/healthz")
-        wait_http(f"http://127.0.0.1:{hport}/")
+        stack.wait_http(f"http://127.0.0.1:{hport}/")
         if not args.data_dir:  # a seeded data dir (loadtest/seed.py) has its fleet and releases already
             asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
@@ -156,15 +129,7 @@ def main() -> int:
             print(f"{name:<16}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
                   f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if pg:
-            pg.stop()
+        stack.stop(*procs)
         if not args.data_dir:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +22,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_poll import KEY, ORG, PROJECT, TOKEN, wait_http  # noqa: E402
+import stack  # noqa: E402
+from bench_poll import KEY, ORG, PROJECT, TOKEN  # noqa: E402
 
-from gateway.pgembed import EmbeddedPostgres, free_port  # noqa: E402
 
 
 async def trials(base: str, n: int, fanout: int) -> list[tuple[float, float]]:
@@ -36,22 +34,13 @@ async def trials(base: str, n: int, fanout: int) -> list[tuple[float, float]]:
     async with aiohttp.ClientSession() as s:
         for i in range(n):
             version = f"5.{i}.0"
-            content = os.urandom(2048)
-            async with s.post(p + "/upload", json={"kind": "OTA_PAYLOAD", "size": len(content)}, headers=auth) as r:
-                up = (await r.json())["data"]
-            async with s.put(up["upload_url"], data=content) as r:
-                assert r.status == 200
-            body = {"file": {"token": up["token"], "md5": hashlib.md5(content).hexdigest(), "name": "p.bin"},
-                    "software_version": {"version": version, "software_type": "prop"}, "hardware_version": "mp"}
-            async with s.post(p + "/releases/ota_payload", json=body, headers=auth) as r:
-                assert r.status == 201, await r.text()
+            await stack.upload(s, base, TOKEN, ORG, PROJECT, version, os.urandom(2048), software_type="prop",
+                               accept=(201,))
             await asyncio.sleep(0.3)  # every worker has loaded the new release before the clock starts
             params = {"device_serial": "PROP1", "hardware_version": "mp", "software_type": "prop",
                       "current_version": "0.0.1"}
             t0 = time.perf_counter()
-            async with s.post(p + "/deployments", json={"release": version, "cohort": "default",
-                                                        "software_type": "prop"}, headers=auth) as r:
-                assert r.status == 201, await r.text()
+            await stack.activate(s, base, TOKEN, ORG, PROJECT, version, software_type="prop")
             t_commit = time.perf_counter()
             deadline = t_commit + 5
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
@@ -78,17 +67,9 @@ def main() -> int:
     ap.add_argument("--fanout", type=int, default=16)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ota-prop-")
-    pg = EmbeddedPostgres(tmp)
-    proc = None
+    base, proc = stack.serve(tmp, workers=args.workers, env={
+        "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN, "OTA_PROJECT_KEY": KEY})
     try:
-        dsn = pg.start()
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "DATABASE_URL": dsn, "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN,
-               "OTA_PROJECT_KEY": KEY, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers",
-                                 str(args.workers), "--data-dir", tmp], env=env)
-        wait_http(base + "/healthz")
         results = asyncio.run(trials(base, args.trials, args.fanout))
         print(f"\nworkers={args.workers} trials={args.trials} fanout={args.fanout} new connections per round")
         print(f"{'trial':>5}{'activate ms':>14}{'all workers serve it ms':>26}")
@@ -98,10 +79,7 @@ def main() -> int:
               f"{statistics.median(r[1] for r in results) * 1000:>26.1f}")
         print(f"{'max':>5}{max(r[0] for r in results) * 1000:>14.1f}{max(r[1] for r in results) * 1000:>26.1f}")
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(30)
-        pg.stop()
+        stack.stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

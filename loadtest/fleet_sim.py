@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack  # noqa: E402
+
 
 @dataclass
 class SimDevice:
@@ -229,40 +232,19 @@ def _bar(fraction: float, stats: Stats) -> None:
 
 
 async def _own_stack(args) -> tuple[str, str, callable]:
-    """Start an embedded PostgreSQL and a gateway, upload 1.0.0 -> 2.0.0 and activate 2.0.0."""
+    """Start a gateway on its own embedded PostgreSQL and activate 2.0.0 for the fleet on 1.0.0."""
     import shutil
-    import subprocess
     import tempfile
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from gateway.pgembed import EmbeddedPostgres, free_port
 
     tmp = tempfile.mkdtemp(prefix="ota-sim-")
-    pg = EmbeddedPostgres(tmp)
-    dsn = await asyncio.to_thread(pg.start)  # start() runs its own event loop
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     key, token = "simkey00000000000000000000000000", "oat_sim_token"
-    env = {**os.environ, "DATABASE_URL": dsn, "OTA_ORG": "sim-org", "OTA_PROJECT": "sim", "OTA_ORG_TOKEN": token,
-           "OTA_PROJECT_KEY": key, "OTA_PUBLIC_URL": base, "OTA_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers",
-                             str(args.workers), "--data-dir", tmp], env=env)
+    base, proc = await asyncio.to_thread(stack.serve, tmp, workers=args.workers, env={
+        "OTA_ORG": "sim-org", "OTA_PROJECT": "sim", "OTA_ORG_TOKEN": token, "OTA_PROJECT_KEY": key})
     async with aiohttp.ClientSession() as s:
-        for _ in range(300):
-            try:
-                async with s.get(base + "/readyz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
         await publish(s, base, token, "sim-org", "sim", "2.0.0", os.urandom(args.payload_kib * 1024))
 
     def cleanup() -> None:
-        proc.terminate()
-        proc.wait(30)
-        pg.stop()
+        stack.stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return base, key, cleanup
 
@@ -271,22 +253,10 @@ async def publish(s: aiohttp.ClientSession, base: str, token: str, org: str, pro
                   content: bytes, *, software_type: str = "main", hardware: str = "mp", cohort: str = "default",
                   percent: int | None = None) -> None:
     """Upload a release the way memfault-cli does and activate it."""
-    p = f"{base}/api/v0/organizations/{org}/projects/{project}"
-    auth = {"Authorization": f"Bearer {token}"}
-    async with s.post(p + "/upload", json={"kind": "OTA_PAYLOAD", "size": len(content)}, headers=auth) as r:
-        up = (await r.json())["data"]
-    async with s.put(up["upload_url"], data=content) as r:
-        assert r.status == 200, await r.text()
-    async with s.post(p + "/releases/ota_payload", headers=auth, json={
-            "file": {"token": up["token"], "md5": hashlib.md5(content).hexdigest(), "name": f"fw-{version}.bin"},
-            "software_version": {"version": version, "software_type": software_type},
-            "hardware_version": hardware}) as r:
-        assert r.status in (200, 201, 409), await r.text()
-    body = {"type": "normal", "release": version, "cohort": cohort, "software_type": software_type}
-    if percent is not None and percent < 100:
-        body.update(type="staged_rollout", rollout_percent=percent)
-    async with s.post(p + "/deployments", json=body, headers=auth) as r:
-        assert r.status in (200, 201, 202), await r.text()
+    await stack.upload(s, base, token, org, project, version, content, software_type=software_type,
+                       hardware=hardware)
+    await stack.activate(s, base, token, org, project, version, cohort=cohort, software_type=software_type,
+                         percent=percent)
 
 
 def main() -> int:

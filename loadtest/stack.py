@@ -50,3 +50,49 @@ def wait_http(url: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(url) from None
             time.sleep(0.1)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    """Terminate processes and wait for them (bounded), killing what does not exit."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def upload(s, base: str, token: str, org: str, project: str, version: str, content: bytes, *,
+                 software_type: str = "main", hardware: str = "mp", must_pass_through: bool = False,
+                 accept: tuple[int, ...] = (200, 201, 409)) -> int:
+    """Upload a payload the way memfault-cli does (upload slot, signed PUT, ota_payload)."""
+    import hashlib
+
+    p = f"{base}/api/v0/organizations/{org}/projects/{project}"
+    auth = {"Authorization": f"Bearer {token}"}
+    async with s.post(p + "/upload", json={"kind": "OTA_PAYLOAD", "size": len(content)}, headers=auth) as r:
+        up = (await r.json())["data"]
+    async with s.put(up["upload_url"], data=content) as r:
+        assert r.status == 200, await r.text()
+    async with s.post(p + "/releases/ota_payload", headers=auth, json={
+            "file": {"token": up["token"], "md5": hashlib.md5(content).hexdigest(), "name": f"fw-{version}.bin"},
+            "software_version": {"version": version, "software_type": software_type},
+            "hardware_version": hardware, "must_pass_through": must_pass_through}) as r:
+        assert r.status in accept, await r.text()
+        return r.status
+
+
+async def activate(s, base: str, token: str, org: str, project: str, version: str, *, cohort: str = "default",
+                   software_type: str | None = None, percent: int | None = None) -> dict:
+    """Activate a release on a cohort (staged below 100 %); returns the deployment."""
+    body = {"type": "normal", "release": version, "cohort": cohort}
+    if software_type:
+        body["software_type"] = software_type
+    if percent is not None and percent < 100:
+        body.update(type="staged_rollout", rollout_percent=percent)
+    async with s.post(f"{base}/api/v0/organizations/{org}/projects/{project}/deployments", json=body,
+                      headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status in (200, 201, 202), await r.text()
+        return (await r.json())["data"]
