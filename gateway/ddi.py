@@ -79,6 +79,12 @@ async def device_state(app: web.Application, project_id: int, serial: str) -> De
     return state
 
 
+def _gateway_key(request: web.Request):
+    """The project key of a `GatewayToken` header (from memory), or None."""
+    header = request.headers.get("Authorization", "")
+    return request.app[MIRROR].key_info(header[13:].strip()) if header.startswith("GatewayToken ") else None
+
+
 async def authenticate(request: web.Request) -> Caller | None:
     """The calling device, or None when the Authorization header does not authenticate it."""
     header = request.headers.get("Authorization", "")
@@ -87,7 +93,7 @@ async def authenticate(request: web.Request) -> Caller | None:
     if not header.isascii():  # tokens are ASCII; other bytes would not even hash
         return None
     if header.startswith("GatewayToken "):
-        info = mirror.keys.get(hash_token(header[13:].strip()))
+        info = _gateway_key(request)
         if info is None:
             return None
         project, override = mirror.projects.get(info.project_id), info.cohort_override
@@ -351,11 +357,8 @@ def _degrades(handler):
         try:
             return await handler(request)
         except DB_UNAVAILABLE:
-            header = request.headers.get("Authorization", "")
-            mirror = request.app[MIRROR]
-            info = mirror.keys.get(hash_token(header[13:].strip())) \
-                if header.startswith("GatewayToken ") and header.isascii() else None
-            project = mirror.projects.get(info.project_id) if info else None
+            info = _gateway_key(request)
+            project = request.app[MIRROR].projects.get(info.project_id) if info else None
             if project is None:
                 raise
             METRICS.inc("ota_gateway_polls", ("ddi", "database_unavailable"))

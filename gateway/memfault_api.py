@@ -16,7 +16,6 @@ from .errors import add_route, error_response
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
-from .tokens import hash_token
 
 _NO_STORE = "no-store"
 _MAX_VERSION = 255
@@ -67,7 +66,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     key = request.headers.get("Memfault-Project-Key")
     mirror = request.app[MIRROR]
     # keys are ASCII; anything else (header bytes that are not UTF-8, too) cannot match one
-    info = mirror.keys.get(hash_token(key)) if key and key.isascii() else None
+    info = mirror.key_info(key) if key else None
     if info is None:
         return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
     project: ProjectView | None = mirror.projects.get(info.project_id)

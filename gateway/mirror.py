@@ -19,6 +19,7 @@ import asyncpg
 from . import ed25519, manifests, resolution, store
 from .aio import cancel_and_wait
 from .metrics import METRICS
+from .tokens import hash_token
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class Mirror:
         self.projects: dict[int, ProjectView] = {}
         self.by_slug: dict[str, ProjectView] = {}
         self.keys: dict[str, KeyInfo] = {}
+        self._raw_keys: dict[str, KeyInfo] = {}
         self.loaded = False
         self.reloads = 0
         # called with (kind, rest) of every message, e.g. by the DDI device cache (ddi_state)
@@ -293,6 +295,18 @@ class Mirror:
     async def _load_keys(self, conn) -> None:
         self.keys = {r["secret_hash"]: KeyInfo(r["project_id"], r["cohort_override_id"])
                      for r in await store.load_keys(conn)}
+        self._raw_keys = {}  # a revoked key must not survive in the shortcut
+
+    def key_info(self, raw: str) -> KeyInfo | None:
+        """The project key `raw` belongs to. Keys are few and reused by every device, so a valid
+        one is remembered and the poll path hashes it once per process, not once per poll; an
+        invalid one is never remembered (random guesses must not grow memory)."""
+        info = self._raw_keys.get(raw)
+        if info is None and raw.isascii():
+            info = self.keys.get(hash_token(raw))
+            if info is not None and len(self._raw_keys) < 10_000:
+                self._raw_keys[raw] = info
+        return info
 
     async def _load_project(self, conn, project_id: int, *, keep_devices: bool) -> None:
         state = await store.load_project_state(conn, project_id)

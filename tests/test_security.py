@@ -96,3 +96,21 @@ async def test_no_secret_in_logs(client, caplog):
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
     for secret in (ORG_TOKEN, PROJECT_KEY, "oat_wrong_secret"):
         assert secret not in text
+
+
+async def test_a_revoked_key_stops_working_even_after_it_was_remembered(client):
+    """Valid keys are remembered by the poll path; revoking one must end that at once."""
+    from conftest import P
+
+    r = await client.post(P + "/project-keys", json={"name": "short-lived"}, headers=auth_headers())
+    created = (await r.json())["data"]
+    params = {"device_serial": "REV1", "hardware_version": "mp", "software_type": "main"}
+    for _ in range(3):
+        r = await client.get("/api/v0/releases/latest", params=params, headers={"Memfault-Project-Key": created["key"]})
+        assert r.status != 403
+    assert (await client.delete(P + f"/project-keys/{created['id']}", headers=auth_headers())).status == 204
+    r = await client.get("/api/v0/releases/latest", params=params, headers={"Memfault-Project-Key": created["key"]})
+    assert r.status == 403
+    for junk in (f"k{i:031d}" for i in range(50)):  # invalid keys are not remembered
+        await client.get("/api/v0/releases/latest", params=params, headers={"Memfault-Project-Key": junk})
+    assert len(client.server.app[MIRROR]._raw_keys) <= 2
