@@ -10,7 +10,7 @@ from . import (artifacts, ddi, manage, manage_ddi, manage_deploy, manage_fleet, 
                memfault_api, openapi, store)
 from . import ui
 from .aio import cancel_and_wait
-from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
+from .appkeys import CHECKINS, DEVICE, LIMITER, MIRROR, POOL, SETTINGS, SIGNER, DeviceContext
 from .checkins import CheckinBuffer
 from .config import Settings
 from .errors import Inflight, add_route, json_response, not_found
@@ -61,6 +61,7 @@ async def _resources(app: web.Application):
                              last_seen_granularity=settings.last_seen_granularity)
     checkins.start()
     app[CHECKINS] = checkins
+    app[DEVICE] = DeviceContext(mirror, checkins, app[SIGNER], app[LIMITER])
     METRICS.gauge_fns.update({
         "ota_gateway_checkin_buffer_depth": lambda: len(checkins),
         "ota_gateway_checkin_oldest_age_seconds": checkins.oldest_age,

@@ -19,3 +19,14 @@ MIRROR = web.AppKey("mirror", "Mirror")
 CHECKINS = web.AppKey("checkins", "CheckinBuffer")
 SIGNER = web.AppKey("signer", "UrlSigner")
 LIMITER = web.AppKey("limiter", "PollLimiter")
+
+
+class DeviceContext:
+    """What the device routes use on every poll, behind one application lookup instead of four."""
+    __slots__ = ("mirror", "checkins", "signer", "limiter")
+
+    def __init__(self, mirror: "Mirror", checkins: "CheckinBuffer", signer: "UrlSigner", limiter: "PollLimiter"):
+        self.mirror, self.checkins, self.signer, self.limiter = mirror, checkins, signer, limiter
+
+
+DEVICE = web.AppKey("device", DeviceContext)

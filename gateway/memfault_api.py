@@ -11,14 +11,18 @@ import orjson
 from aiohttp import web
 
 from . import manifests
-from .appkeys import CHECKINS, LIMITER, MIRROR, SIGNER
+from .appkeys import DEVICE, DeviceContext
 from .errors import add_route, error_response
 from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
+from .query import query_params
 
 _NO_STORE = "no-store"
 _MAX_VERSION = 255
+# answer headers built once (aiohttp copies them into each response)
+_URL_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": _NO_STORE}
+_JSON_HEADERS: dict[str, dict[str, str]] = {}
 
 
 def _bad(message: str) -> web.Response:
@@ -64,7 +68,8 @@ def release_body(rel: ReleaseView, pl: PayloadView, url: str, reason: str, signa
 
 async def _poll(request: web.Request, as_url: bool) -> web.Response:
     key = request.headers.get("Memfault-Project-Key")
-    mirror = request.app[MIRROR]
+    ctx = request.app[DEVICE]
+    mirror = ctx.mirror
     # keys are ASCII; anything else (header bytes that are not UTF-8, too) cannot match one
     info = mirror.key_info(key) if key else None
     if info is None:
@@ -72,7 +77,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     project: ProjectView | None = mirror.projects.get(info.project_id)
     if project is None:  # a key created a moment before its project reached this process
         return error_response(503, "project is loading; retry", "unavailable", {"Retry-After": "1"})
-    q = request.query
+    q = query_params(request)
     serial = q.get("device_serial") or q.get("device_id")
     hw = q.get("hardware_version")
     sw = q.get("software_type")
@@ -93,11 +98,11 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if sw not in project.software_types:
         return _bad(f"software_type {sw!r} is not known to this project")
 
-    if project.poll_limit and not request.app[LIMITER].allow((project.id, serial), project.poll_limit, time.time()):
+    if project.poll_limit and not ctx.limiter.allow((project.id, serial), project.poll_limit, time.time()):
         METRICS.inc("ota_gateway_polls", ("memfault", "rate-limited"))
         return web.Response(status=204, headers={"memfault-reason": "rate-limited", "Cache-Control": _NO_STORE})
     decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
-    checkins = request.app[CHECKINS]
+    checkins = ctx.checkins
     checkins.add(project.id, serial, hw, sw, current, "memfault")
     METRICS.inc("ota_gateway_polls", ("memfault", decision.reason))
     rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
@@ -105,16 +110,16 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if pl is None:
         resp = web.Response(status=204, headers={"memfault-reason": decision.reason, "Cache-Control": _NO_STORE})
     else:
-        resp = _render(request, project, rel, pl, decision.reason, as_url)
+        resp = _render(ctx, project, rel, pl, decision.reason, as_url)
     if not checkins.accepting:
         await checkins.room()
     return resp
 
 
-def _render(request: web.Request, project: ProjectView, rel: ReleaseView, pl: PayloadView, reason: str,
+def _render(ctx: DeviceContext, project: ProjectView, rel: ReleaseView, pl: PayloadView, reason: str,
             as_url: bool) -> web.Response:
     """Answer bytes are cached per payload (and reason) until the URL's expiry bucket moves."""
-    signer = request.app[SIGNER]
+    signer = ctx.signer
     exp = signer.expiry()
     ckey = "url" if as_url else reason
     hit = pl.cache.get(ckey)
@@ -124,10 +129,12 @@ def _render(request: web.Request, project: ProjectView, rel: ReleaseView, pl: Pa
                                                               manifests.signature(project, rel, pl)))
         pl.cache[ckey] = hit
     if as_url:
-        return web.Response(body=hit[1], content_type="text/plain", charset="utf-8",
-                            headers={"Cache-Control": _NO_STORE})
-    return web.Response(body=hit[1], content_type="application/json",
-                        headers={"Cache-Control": _NO_STORE, "memfault-reason": reason})
+        return web.Response(body=hit[1], headers=_URL_HEADERS)
+    headers = _JSON_HEADERS.get(reason)
+    if headers is None:  # reasons are a fixed handful
+        headers = _JSON_HEADERS[reason] = {"Content-Type": "application/json", "Cache-Control": _NO_STORE,
+                                           "memfault-reason": reason}
+    return web.Response(body=hit[1], headers=headers)
 
 
 async def latest(request: web.Request) -> web.Response:

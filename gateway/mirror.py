@@ -23,6 +23,8 @@ from .tokens import hash_token
 
 log = logging.getLogger(__name__)
 
+_MEMO_LIMIT = 10_000  # decisions remembered per project view
+_MEMO_VERSION_LEN = 64  # longer reported versions are resolved every time, not remembered
 SERIAL_RE_TEXT = re.compile(r"^[-a-zA-Z0-9_]{1,128}$")
 
 
@@ -89,12 +91,25 @@ class ProjectView:
     signing_seed: bytes | None = None          # Ed25519 key signing release manifests, if set
     signing_key_id: str | None = None
 
+    # decisions of devices without exceptions, by (software type, hardware, version, cohort
+    # override): most of a fleet shares a handful of these; a view is rebuilt on every change
+    _memo: dict = field(default_factory=dict)
+
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
         """What this device gets next: pure lookups, no I/O."""
         dev = self.devices.get(serial)
         if dev is None:
-            cohort, staged, override = self.default_cohort_id, False, None
+            key = (software_type, hardware_version, current_version, cohort_override)
+            decision = self._memo.get(key)
+            if decision is None:
+                cohort = self.default_cohort_id if cohort_override is None else cohort_override
+                decision = self._resolve(cohort, software_type, hardware_version, current_version, False, None)
+                if current_version is None or len(current_version) <= _MEMO_VERSION_LEN:
+                    if len(self._memo) >= _MEMO_LIMIT:
+                        self._memo.clear()
+                    self._memo[key] = decision
+            return decision, None
         else:
             cohort, staged = dev.cohort_id, dev.staged
             hardware_version = dev.hardware_version or hardware_version
@@ -104,12 +119,15 @@ class ProjectView:
                 override = None
         if cohort_override is not None:
             cohort = cohort_override
+        return self._resolve(cohort, software_type, hardware_version, current_version, staged, override), dev
+
+    def _resolve(self, cohort: int, software_type: str, hardware_version: str, current_version: str | None,
+                 staged: bool, override) -> resolution.Decision:
         table = self.tables.get((cohort, software_type, hardware_version, staged))
-        decision = resolution.resolve(
+        return resolution.resolve(
             current_version, hardware_version, table,
             has_active_release=(cohort, software_type) in self.active, override=override,
             staged_table=None if staged else self.tables.get((cohort, software_type, hardware_version, True)))
-        return decision, dev
 
 
 def _iso(ts) -> str:
