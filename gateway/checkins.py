@@ -24,7 +24,7 @@ from .metrics import METRICS
 log = logging.getLogger(__name__)
 
 _MAX_VERSIONS = 8  # version changes kept per device between two flushes
-_SLICE = 50_000  # rows per write statement
+_SLICE = 5_000  # rows per write statement: the event loop is blocked while one is prepared
 
 
 class CheckinBuffer:

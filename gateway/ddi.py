@@ -23,6 +23,7 @@ from aiohttp import web
 from . import ddi_store, manifests, store
 from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
+from .ddi_loader import DDI_LOADER, StateLoader
 from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
 from .delivery import send_blob
 from .errors import (
@@ -73,7 +74,7 @@ async def device_state(app: web.Application, project_id: int, serial: str) -> De
     state = cache.get((project_id, serial))
     if state is None:
         generation = cache.generation
-        state = state_from_row(await ddi_store.load_device_state(app[POOL], project_id, serial))
+        state = state_from_row(await app[DDI_LOADER].load(project_id, serial))
         cache.loads += 1
         cache.put((project_id, serial), state, generation)
     return state
@@ -224,10 +225,14 @@ def _base_url(request: web.Request, caller: Caller) -> str:
     return f"{root}/{tenant}/controller/v1/{caller.serial}"
 
 
+def _etag(body: bytes) -> str:
+    return f'"{zlib.crc32(body):08x}"'
+
+
 def _json(request: web.Request, obj) -> web.Response:
     """A DDI JSON answer with hawkBit's shallow ETag (304 on a matching If-None-Match)."""
     body = orjson.dumps(obj)
-    etag = f'"{zlib.crc32(body):08x}"'
+    etag = _etag(body)
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
     return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
@@ -318,6 +323,37 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
         retry = str(60 - int(time.time()) % 60)  # the limiter's window turns on the minute
         return error_response(429, f"device {caller.serial} polls more than {project.poll_limit} times a minute",
                               "rate_limited", {"Retry-After": retry})
+    state = caller.state
+    # the answer is a function of the device state, the project view, the device's exception
+    # entry and the URL it came in on: a device polling again unchanged gets the same bytes
+    inputs = (project, project.devices.get(caller.serial), caller.cohort_override,
+              request.match_info.route.resource.canonical, request.match_info["tenant"])
+    hit = state.rendered
+    if hit and hit[0][0] is project and hit[0] == inputs:
+        body, etag, reason = hit[1], hit[2], hit[3]
+    else:
+        body, etag, reason = await _render_base(request, caller)
+        # kept on the state it was rendered from (a poll that wrote reloaded it): any change to a
+        # device's state replaces that object; the shared state of unknown devices keeps nothing
+        state = caller.state
+        if state.device_id is not None:
+            state.rendered[:] = [inputs, body, etag, reason]
+    checkins = request.app[CHECKINS]
+    checkins.add(project.id, caller.serial, state.hardware_version, effective_identity(project, state)[1] or "",
+                 None, "ddi")
+    METRICS.inc("ota_gateway_polls", ("ddi", reason))
+    if request.headers.get("If-None-Match") == etag:
+        resp = web.Response(status=304, headers={"ETag": etag})
+    else:
+        resp = web.Response(body=body, headers={"Content-Type": "application/json", "ETag": etag})
+    resp.headers["ota-gateway-reason"] = reason
+    if not checkins.accepting:
+        await checkins.room()
+    return resp
+
+
+async def _render_base(request: web.Request, caller: Caller) -> tuple[bytes, str, str]:
+    """(body, ETag, reason) of a base poll, doing the durable writes a change needs."""
     kind, action, reason = await _resolve(request, caller)
     project, state = caller.project, caller.state
     cohort = _cohort(caller)
@@ -333,19 +369,11 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
         links["installedBase"] = {"href": f"{base}/installedBase/{installed[0]}"}
     if state.config_requested:  # asked again after an update; a device that never says more is not pestered
         links["configData"] = {"href": f"{base}/configData"}
-    body = {"config": {"polling": {"sleep": _sleep(jittered(cohort["ddi_polling_interval"], caller.serial))}}}
+    doc = {"config": {"polling": {"sleep": _sleep(jittered(cohort["ddi_polling_interval"], caller.serial))}}}
     if links:
-        body["_links"] = links
-    # versions reach the database through configData and feedback (synchronously): the
-    # check-in only registers the device and its last-seen time
-    checkins = request.app[CHECKINS]
-    checkins.add(project.id, caller.serial, state.hardware_version, sw or "", None, "ddi")
-    METRICS.inc("ota_gateway_polls", ("ddi", reason))
-    resp = _json(request, body)
-    resp.headers["ota-gateway-reason"] = reason
-    if not checkins.accepting:
-        await checkins.room()
-    return resp
+        doc["_links"] = links
+    body = orjson.dumps(doc)
+    return body, _etag(body), reason
 
 
 def _degrades(handler):
@@ -613,6 +641,7 @@ async def _attach_cache(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     app[DDI_CACHE] = DeviceCache()
+    app[DDI_LOADER] = StateLoader(lambda: app[POOL])
     app.on_startup.append(_attach_cache)  # after the cleanup contexts: the mirror exists by then
     for root in ("", MEMFAULT_ROOT):
         b = root + BASE

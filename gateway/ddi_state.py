@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -38,6 +38,8 @@ class DeviceState:
     actions: dict[str, ActionView]        # open actions by software type
     installed: dict[str, tuple[int, int | None]]  # software type -> (last succeeded action, payload)
     blocked: frozenset[int]               # releases that failed here and were not retried
+    # the last base-poll answer rendered from this state, with what else it depended on (ddi.base_poll)
+    rendered: list = field(default_factory=list, compare=False, repr=False)
 
     def payload_allowed(self, payload_id: int) -> bool:
         """A device may download what it was offered or last installed."""

@@ -30,9 +30,14 @@ FROM devices d WHERE d.project_id = $1 AND d.serial = $2
 """
 
 
-async def load_device_state(conn, project_id: int, serial: str) -> asyncpg.Record | None:
-    """Everything a DDI poll needs about one device, in one round trip."""
-    return await conn.fetchrow(_STATE_SQL, project_id, serial)
+_STATES_SQL = _STATE_SQL.replace("SELECT d.id,", "SELECT d.serial, d.id,").replace(
+    "d.serial = $2", "d.serial = ANY($2::text[])")
+
+
+async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[str, asyncpg.Record]:
+    """Everything a DDI poll needs about each of these devices of one project, in one round trip,
+    by serial (unknown serials are absent)."""
+    return {r["serial"]: r for r in await conn.fetch(_STATES_SQL, project_id, serials)}
 
 
 async def ensure_device(conn, project_id: int, serial: str, hardware_version: str | None) -> int:

@@ -66,6 +66,18 @@ def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def paced(url: str, path: str, target: float, duration: int, connections: int, env: dict) -> dict:
+    """wrk held near `target` req/s: each connection waits a delay between answer and next request,
+    calibrated by short runs (rate = connections / (delay + latency)) until within 3 %."""
+    delay_ms = max(connections / target * 1000 - 1.0, 0.05)
+    for _ in range(4):
+        r = wrk(url, path, 3, connections, {**env, "OTA_DELAY_MS": f"{delay_ms:.3f}"})
+        if abs(r["rps"] / target - 1) < 0.03:
+            break
+        delay_ms = max(delay_ms + connections * (1 / target - 1 / r["rps"]) * 1000, 0.05)
+    return wrk(url, path, duration, connections, {**env, "OTA_DELAY_MS": f"{delay_ms:.3f}"})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
@@ -79,6 +91,10 @@ def main() -> int:
     ap.add_argument("--database-url")
     ap.add_argument("--data-dir", help="a data dir seeded by loadtest/seed.py (its 'bench' project): no seeding")
     ap.add_argument("--routes", default="url,latest,ddi", help="which of url, latest, ddi to measure")
+    ap.add_argument("--paced", type=float, default=0.8,
+                    help="then hold each route at this share of its measured maximum and report latency "
+                         "there (0: skip)")
+    ap.add_argument("--paced-connections", type=int, default=128)
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk is required: apt-get install wrk", file=sys.stderr)
@@ -128,6 +144,14 @@ def main() -> int:
         for name, _, _ in routes:
             print(f"{name:<16}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
                   f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")
+        if args.paced:
+            print(f"\nlatency at {args.paced:.0%} of each route's maximum ({args.paced_connections} connections, "
+                  f"paced by a per-request delay in wrk)")
+            print(f"{'route':<16}{'target':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+            for name, url, path in routes:
+                target = args.paced * med(name, "rps")
+                r = paced(url, path, target, args.duration, args.paced_connections, wenv)
+                print(f"{name:<16}{target:>10.0f}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
     finally:
         stack.stop(*procs)
         if not args.data_dir:
