@@ -30,8 +30,10 @@ FROM devices d WHERE d.project_id = $1 AND d.serial = $2
 """
 
 
-_STATES_SQL = _STATE_SQL.replace("SELECT d.id,", "SELECT d.serial, d.id,").replace(
-    "d.serial = $2", "d.serial = ANY($2::text[])")
+# one index lookup per serial: LIMIT keeps the planner from flattening the subquery into a join
+# that, under a generic plan, scans the project's devices
+_STATES_SQL = ("SELECT u.serial, s.* FROM unnest($2::text[]) AS u(serial) CROSS JOIN LATERAL ("
+               + _STATE_SQL.replace("d.serial = $2", "d.serial = u.serial") + " LIMIT 1) s")
 
 
 async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[str, asyncpg.Record]:

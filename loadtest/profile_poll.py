@@ -4,7 +4,7 @@ then prints where the worker's time goes, by module group and by function (self 
     .venv/bin/python loadtest/profile_poll.py [--route url|latest|ddi] [--duration 10]
 
 Starts its own embedded PostgreSQL and a one-worker gateway on 127.0.0.1 (seeded like
-bench_poll.py). Needs `py-spy` (installed with the test extras) and permission to ptrace.
+bench_poll.py). Needs `py-spy` (`.venv/bin/pip install -e .[bench]`) and permission to ptrace.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def main() -> int:
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not shutil.which("wrk") or not os.path.exists(spy):
-        print("wrk and py-spy are required", file=sys.stderr)
+        print("wrk and py-spy are required: apt-get install wrk; .venv/bin/pip install -e .[bench]",
+              file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="ota-profile-")
     procs: list[subprocess.Popen] = []
