@@ -20,6 +20,7 @@ import asyncpg
 from . import store
 from .aio import cancel_and_wait
 from .metrics import METRICS
+from .seen import SeenTable
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,23 @@ _SLICE = 5_000  # rows per write statement: the event loop is blocked while one 
 
 class CheckinBuffer:
     def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 50_000,
-                 last_seen_granularity: float = 300.0, remember: int = 500_000):
+                 last_seen_granularity: float = 300.0, remember: int = 2_000_000):
         self.pool = pool
         self.interval = interval
         self.max_size = max_size
         self.last_seen_granularity = last_seen_granularity
         self._rows: dict[tuple[int, str, str], tuple] = {}
-        # what this process last wrote per device: (hardware, version, time); bounded by `remember`
-        self._written: dict[tuple[int, str, str], tuple] = {}
+        # what the database holds per device, as far as this process knows: hash of (hardware,
+        # version) and when it was written; filled by our flushes and `preload`, bounded by `remember`
+        self._written = SeenTable(max_entries=remember)
         self.remember = remember
+        self.preloaded = 0
         self.skipped = 0
         self._oldest = 0.0  # when the oldest check-in now buffered arrived
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task | None = None
+        self._preload_task: asyncio.Task | None = None
         self._flush_lock = asyncio.Lock()
         self._kick = asyncio.Event()
 
@@ -64,9 +68,7 @@ class CheckinBuffer:
             version = sys.intern(version)
         key = (project_id, serial, software_type)
         now = time.time()
-        last = self._written.get(key)
-        if last is not None and last[0] == hardware_version and last[1] == version \
-                and now - last[2] < self.last_seen_granularity:
+        if self._written.get(hash(key), hash((hardware_version, version)), now, self.last_seen_granularity):
             self.skipped += 1
             return
         if not self._rows:
@@ -89,8 +91,35 @@ class CheckinBuffer:
         if not self._room.is_set():
             await self._room.wait()
 
-    def start(self) -> None:
+    def start(self, *, preload: bool = True) -> None:
         self._task = asyncio.create_task(self._run())
+        if preload:
+            self._preload_task = asyncio.create_task(self.preload())
+
+    async def preload_done(self) -> None:
+        """Wait for the start-up preload (if any) to finish."""
+        if self._preload_task is not None:
+            await asyncio.shield(self._preload_task)
+
+    async def preload(self) -> int:
+        """Learn what the database holds for devices seen within the last-seen granularity, so
+        that after a start their unchanged polls are not written again (a fleet polling every
+        minute would otherwise be rewritten in full by every new process)."""
+        try:
+            async with self.pool.acquire() as conn:
+                expected = await store.count_recent_checkins(conn, self.last_seen_granularity)
+                if expected > len(self._written):
+                    self._written.reserve(min(expected, self.remember))
+                async for pid, serial, sw, hw, version, seen in store.recent_checkins(conn, self.last_seen_granularity):
+                    if self.preloaded >= self.remember:
+                        break
+                    self._written.put(hash((pid, serial, sw)), hash((hw, version)), seen)
+                    self.preloaded += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an optimisation only: without it, the first polls are written
+            log.warning("check-in state preload stopped after %d devices: %s", self.preloaded, type(e).__name__)
+        return self.preloaded
 
     async def _run(self) -> None:
         while True:
@@ -140,14 +169,14 @@ class CheckinBuffer:
                 if len(self._rows) >= self.max_size:
                     self._room.clear()
                 raise
-            if len(self._written) + len(batch) > self.remember:
-                self._written.clear()  # bounded memory; the cost is one extra write per device
+            written = self._written
             for key, (_pid, _serial, hw, _sw, versions, _proto, ts) in batch.items():
-                self._written[key] = (hw, versions[-1] if versions else None, ts)
+                written.put(hash(key), hash((hw, versions[-1] if versions else None)), ts)
             METRICS.observe_flush(time.perf_counter() - t0, len(values))
             return len(values)
 
     async def stop(self) -> None:
         """Stop the timer and write what is left."""
+        await cancel_and_wait(self._preload_task)
         await cancel_and_wait(self._task)
         await self.flush()

@@ -91,8 +91,8 @@ class ProjectView:
     signing_seed: bytes | None = None          # Ed25519 key signing release manifests, if set
     signing_key_id: str | None = None
 
-    # decisions of devices without exceptions, by (software type, hardware, version, cohort
-    # override): most of a fleet shares a handful of these; a view is rebuilt on every change
+    # decisions by everything they depend on (software type, hardware, version, cohort, staged,
+    # override): a fleet shares a handful of these; a view is rebuilt when releases change
     _memo: dict = field(default_factory=dict)
 
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
@@ -100,26 +100,24 @@ class ProjectView:
         """What this device gets next: pure lookups, no I/O."""
         dev = self.devices.get(serial)
         if dev is None:
-            key = (software_type, hardware_version, current_version, cohort_override)
-            decision = self._memo.get(key)
-            if decision is None:
-                cohort = self.default_cohort_id if cohort_override is None else cohort_override
-                decision = self._resolve(cohort, software_type, hardware_version, current_version, False, None)
-                if current_version is None or len(current_version) <= _MEMO_VERSION_LEN:
-                    if len(self._memo) >= _MEMO_LIMIT:
-                        self._memo.clear()
-                    self._memo[key] = decision
-            return decision, None
+            cohort, staged, override_id = self.default_cohort_id, False, None
         else:
-            cohort, staged = dev.cohort_id, dev.staged
+            cohort, staged, override_id = dev.cohort_id, dev.staged, dev.override_release_id
             hardware_version = dev.hardware_version or hardware_version
-            override = self.releases[dev.override_release_id].domain if dev.override_release_id in self.releases \
-                else None
-            if override is not None and override.software_type != software_type:
-                override = None
         if cohort_override is not None:
             cohort = cohort_override
-        return self._resolve(cohort, software_type, hardware_version, current_version, staged, override), dev
+        key = (software_type, hardware_version, current_version, cohort, staged, override_id)
+        decision = self._memo.get(key)
+        if decision is None:
+            override = self.releases[override_id].domain if override_id in self.releases else None
+            if override is not None and override.software_type != software_type:
+                override = None
+            decision = self._resolve(cohort, software_type, hardware_version, current_version, staged, override)
+            if current_version is None or len(current_version) <= _MEMO_VERSION_LEN:
+                if len(self._memo) >= _MEMO_LIMIT:
+                    self._memo.clear()
+                self._memo[key] = decision
+        return decision, dev
 
     def _resolve(self, cohort: int, software_type: str, hardware_version: str, current_version: str | None,
                  staged: bool, override) -> resolution.Decision:

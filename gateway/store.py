@@ -249,6 +249,32 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
             """, *vcols)
 
 
+# a device that never reported a version checks in without one, under any of its project's
+# software types: it is listed under each of them with version NULL
+_RECENT_CHECKINS = """
+FROM devices d
+LEFT JOIN device_software s ON s.device_id = d.id
+LEFT JOIN software_types st ON s.device_id IS NULL AND st.project_id = d.project_id
+WHERE d.last_seen > now() - make_interval(secs => $1) AND coalesce(s.software_type, st.name) IS NOT NULL
+"""
+
+
+async def count_recent_checkins(conn, within_seconds: float) -> int:
+    """How many (device, software type) pairs were seen within the last `within_seconds`."""
+    return await conn.fetchval("SELECT count(*) " + _RECENT_CHECKINS, within_seconds)
+
+
+async def recent_checkins(conn, within_seconds: float):
+    """(project id, serial, software type, hardware, version, last seen as epoch seconds) of the
+    devices seen within the last `within_seconds`, streamed through a cursor (the connection must
+    not be in use meanwhile)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for r in conn.cursor(
+                "SELECT d.project_id, d.serial, coalesce(s.software_type, st.name), d.hardware_version, s.version, "
+                "extract(epoch FROM d.last_seen)::float8 " + _RECENT_CHECKINS, within_seconds, prefetch=10_000):
+            yield tuple(r)
+
+
 # -- resolution cache ----------------------------------------------------------------------------
 
 async def rebuild_resolution(conn, project_id: int) -> int:

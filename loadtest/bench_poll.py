@@ -66,6 +66,15 @@ def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def checkins_written(base: str) -> float:
+    """The gateway's check-in rows written so far (all workers), from /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r"^ota_gateway_checkins_written_total(?:\{\})? ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def paced(url: str, path: str, target: float, duration: int, connections: int, env: dict) -> dict:
     """wrk held near `target` req/s: each connection waits a delay between answer and next request,
     calibrated by short runs (rate = connections / (delay + latency)) until within 3 %."""
@@ -91,6 +100,9 @@ def main() -> int:
     ap.add_argument("--database-url")
     ap.add_argument("--data-dir", help="a data dir seeded by loadtest/seed.py (its 'bench' project): no seeding")
     ap.add_argument("--routes", default="url,latest,ddi", help="which of url, latest, ddi to measure")
+    ap.add_argument("--fleet-seen-now", action="store_true",
+                    help="with --data-dir: first mark every seeded device as seen now (a live fleet polling "
+                         "every minute), so each worker's start-up preload knows what the database holds")
     ap.add_argument("--paced", type=float, default=0.8,
                     help="then hold each route at this share of its measured maximum and report latency "
                          "there (0: skip)")
@@ -100,6 +112,9 @@ def main() -> int:
         print("wrk is required: apt-get install wrk", file=sys.stderr)
         return 2
     tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-bench-")
+    if args.fleet_seen_now and args.data_dir and not args.database_url:
+        import seed as seed_tool
+        print(f"marked {seed_tool.mark_seen(args.data_dir):,} devices as seen now")
     procs: list[subprocess.Popen] = []
     try:
         # without --database-url the gateway runs its own embedded PostgreSQL in the data dir
@@ -128,9 +143,11 @@ def main() -> int:
         wanted = {"hello", *(r.strip() for r in args.routes.split(","))}
         routes = [r for r in routes if r[0] in wanted or r[2] in wanted or r[2].rsplit("/", 1)[-1] in wanted]
         results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
+        written = checkins_written(base)
         for _ in range(args.rounds):
             for name, url, path in routes:
                 results[name].append(wrk(url, path, args.duration, args.connections, wenv))
+        written = checkins_written(base) - written
         print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
               f"devices={args.devices} warmup={args.warmup}s "
               f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")
@@ -141,6 +158,8 @@ def main() -> int:
             return vals[len(vals) // 2]
 
         hello = med("hello", "rps")
+        polls = sum(r["rps"] * args.duration for name, _, _ in routes if name != "hello" for r in results[name])
+        print(f"check-in rows written while measuring: {written:,.0f} for {polls:,.0f} polls")
         for name, _, _ in routes:
             print(f"{name:<16}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
                   f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")

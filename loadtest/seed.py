@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
@@ -59,10 +60,12 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
         other_every = int(1 / other_share) if other_share > 0 else 0
         start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM devices")
 
+        seen = datetime.now(timezone.utc)  # a live fleet: every device was seen just now
+
         def device_rows():
             for i in range(1, devices + 1):
                 cohort = cohort_ids[i % len(cohort_ids)] if other_every and i % other_every == 0 else default
-                yield (start + i, pid, serial(i), hardware_of(i), cohort)
+                yield (start + i, pid, serial(i), hardware_of(i), cohort, seen)
 
         progress = Progress(devices, "seeding devices", unit="devices")
         chunk = 200_000
@@ -71,7 +74,8 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
         while done < devices:
             batch = [r for _, r in zip(range(chunk), rows)]
             await conn.copy_records_to_table("devices", records=batch,
-                                             columns=["id", "project_id", "serial", "hardware_version", "cohort_id"])
+                                             columns=["id", "project_id", "serial", "hardware_version", "cohort_id",
+                                                      "last_seen"])
             sw = [(r[0], "main", version_of(r[0] - start)) for r in batch if version_of(r[0] - start)]
             await conn.copy_records_to_table("device_software", records=sw,
                                              columns=["device_id", "software_type", "version"])
@@ -107,6 +111,24 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
     finally:
         await conn.close()
     return timings
+
+
+def mark_seen(data_dir: str | None = None, database_url: str | None = None) -> int:
+    """Mark every device as seen now, as in a fleet that polls every minute; returns how many."""
+    pg = None if database_url else EmbeddedPostgres(data_dir)
+    dsn = database_url or pg.start()
+
+    async def run() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int((await conn.execute("UPDATE devices SET last_seen = now()")).split()[-1])
+        finally:
+            await conn.close()
+    try:
+        return asyncio.run(run())
+    finally:
+        if pg:
+            pg.stop()
 
 
 def main() -> int:

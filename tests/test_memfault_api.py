@@ -130,6 +130,7 @@ async def test_sdk_quirks_are_tolerated(released):
 
 async def test_steady_state_poll_makes_no_database_round_trip(released):
     app = released.server.app
+    await app[CHECKINS].preload_done()  # its start-up read of recent check-ins is not a poll's
     seen: list[str] = []
     # count statements on every connection the pool hands out, and on those it already holds
     pool = app[POOL]
@@ -201,3 +202,32 @@ async def test_overload_is_shed_with_503_but_health_answers(released):
     finally:
         Inflight.cap = old
     assert (await released.get(LATEST, params=q(current="1.0.0"), headers=KEY)).status == 200
+
+
+async def test_a_new_process_learns_recent_checkins_and_does_not_rewrite_them(released):
+    from gateway.checkins import CheckinBuffer
+
+    app = released.server.app
+    await released.get(LATEST, params=q(serial="PRELOAD1", current="1.0.0"), headers=KEY)
+    await app[CHECKINS].flush()
+    fresh = CheckinBuffer(app[POOL], last_seen_granularity=300)  # as a newly started worker
+    assert await fresh.preload() >= 1
+    pid = app[MIRROR].by_slug["smart-sink"].id
+    fresh.add(pid, "PRELOAD1", "evt", "main", "1.0.0", "memfault")
+    assert (len(fresh), fresh.skipped) == (0, 1)  # what the database holds: nothing to write
+    fresh.add(pid, "PRELOAD1", "evt", "main", "2.0.0", "memfault")
+    fresh.add(pid, "PRELOAD-NEW", "evt", "main", "1.0.0", "memfault")
+    assert (len(fresh), fresh.skipped) == (2, 1)
+
+
+async def test_preload_covers_devices_that_never_reported_a_version(released):
+    from gateway.checkins import CheckinBuffer
+
+    app = released.server.app
+    await released.get(LATEST, params=q(serial="PRELOAD-NOVERSION"), headers=KEY)
+    await app[CHECKINS].flush()
+    fresh = CheckinBuffer(app[POOL], last_seen_granularity=300)
+    await fresh.preload()
+    pid = app[MIRROR].by_slug["smart-sink"].id
+    fresh.add(pid, "PRELOAD-NOVERSION", "evt", "main", None, "memfault")
+    assert (len(fresh), fresh.skipped) == (0, 1)
