@@ -30,11 +30,12 @@ _SLICE = 5_000  # rows per write statement: the event loop is blocked while one 
 
 class CheckinBuffer:
     def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 50_000,
-                 last_seen_granularity: float = 300.0, remember: int = 2_000_000):
+                 last_seen_granularity: float = 300.0, remember: int = 2_000_000, parallel: int = 2):
         self.pool = pool
         self.interval = interval
         self.max_size = max_size
         self.last_seen_granularity = last_seen_granularity
+        self.parallel = parallel  # connections a flush writes on at once
         self._rows: dict[tuple[int, str, str], tuple] = {}
         # what the database holds per device, as far as this process knows: hash of (hardware,
         # version) and when it was written; filled by our flushes and `preload`, bounded by `remember`
@@ -135,7 +136,8 @@ class CheckinBuffer:
                 await asyncio.sleep(min(self.interval, 1.0))
 
     async def flush(self) -> int:
-        """Write everything buffered now; on failure the rows go back, merged with newer ones."""
+        """Write everything buffered now, in slices on up to `parallel` connections; the rows of a
+        slice that failed go back, merged with newer ones (committed slices are not written twice)."""
         async with self._flush_lock:
             if not self._rows:
                 return 0
@@ -143,37 +145,56 @@ class CheckinBuffer:
             oldest, self._oldest = self._oldest, 0.0
             self._room.set()
             t0 = time.perf_counter()
-            values = list(batch.values())
-            try:
-                async with self.pool.acquire() as conn:
-                    # in slices, so that the rows, their parameters and the server's sorts stay small
-                    for i in range(0, len(values), _SLICE):
-                        rows = [(pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc))
-                                for pid, serial, hw, sw, ver, proto, ts in values[i:i + _SLICE]]
-                        await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
-            except BaseException:
-                if not self._rows:
-                    self._oldest = oldest
-                else:
-                    self._oldest = min(self._oldest, oldest)
-                for k, old in batch.items():  # put the batch back under what arrived meanwhile
-                    new = self._rows.get(k)
-                    if new is None:
-                        self._rows[k] = old
-                        continue
-                    versions = old[4]
-                    for v in new[4]:
-                        if not versions or versions[-1] != v:
-                            versions += (v,)
-                    self._rows[k] = new[:4] + (versions[-_MAX_VERSIONS:],) + new[5:]
-                if len(self._rows) >= self.max_size:
-                    self._room.clear()
-                raise
+            keys = list(batch)
+            # in slices, so that the rows, their parameters and the server's sorts stay small, and
+            # the event loop is never blocked long preparing one
+            parts = [keys[i:i + _SLICE] for i in range(0, len(keys), _SLICE)]
+            committed: list[list] = []
+            gate = asyncio.Semaphore(self.parallel)
             written = self._written
-            for key, (_pid, _serial, hw, _sw, versions, _proto, ts) in batch.items():
-                written.put(hash(key), hash((hw, versions[-1] if versions else None)), ts)
-            METRICS.observe_flush(time.perf_counter() - t0, len(values))
-            return len(values)
+
+            async def write(part: list) -> None:
+                async with gate:
+                    rows = []
+                    for k in part:
+                        pid, serial, hw, sw, ver, proto, ts = batch[k]
+                        rows.append((pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc)))
+                    async with self.pool.acquire() as conn:
+                        await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
+                committed.append(part)
+                for k in part:
+                    _pid, _serial, hw, _sw, versions, _proto, ts = batch[k]
+                    written.put(hash(k), hash((hw, versions[-1] if versions else None)), ts)
+
+            try:
+                results = await asyncio.gather(*(write(p) for p in parts), return_exceptions=True)
+                error = next((r for r in results if isinstance(r, BaseException)), None)
+                if error is not None:
+                    raise error
+            except BaseException:
+                done = {k for part in committed for k in part}
+                self._restore({k: v for k, v in batch.items() if k not in done}, oldest)
+                raise
+            METRICS.observe_flush(time.perf_counter() - t0, len(keys))
+            return len(keys)
+
+    def _restore(self, rows: dict, oldest: float) -> None:
+        """Put unwritten rows back under what arrived meanwhile, keeping every version in order."""
+        if not rows:
+            return
+        self._oldest = oldest if not self._rows else min(self._oldest, oldest)
+        for k, old in rows.items():
+            new = self._rows.get(k)
+            if new is None:
+                self._rows[k] = old
+                continue
+            versions = old[4]
+            for v in new[4]:
+                if not versions or versions[-1] != v:
+                    versions += (v,)
+            self._rows[k] = new[:4] + (versions[-_MAX_VERSIONS:],) + new[5:]
+        if len(self._rows) >= self.max_size:
+            self._room.clear()
 
     async def stop(self) -> None:
         """Stop the timer and write what is left."""
