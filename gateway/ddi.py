@@ -330,23 +330,22 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
               request.match_info.route.resource.canonical, request.match_info["tenant"])
     hit = state.rendered
     if hit and hit[0][0] is project and hit[0] == inputs:
-        body, etag, reason = hit[1], hit[2], hit[3]
+        body, headers, reason, sw = hit[1], hit[2], hit[3], hit[4]
     else:
         body, etag, reason = await _render_base(request, caller)
+        headers = {"Content-Type": "application/json", "ETag": etag, "ota-gateway-reason": reason}
         # kept on the state it was rendered from (a poll that wrote reloaded it): any change to a
-        # device's state replaces that object; the shared state of unknown devices keeps nothing
+        # device's state replaces that object
         state = caller.state
-        if state.device_id is not None:
-            state.rendered[:] = [inputs, body, etag, reason]
+        sw = effective_identity(project, state)[1] or ""
+        state.rendered[:] = [inputs, body, headers, reason, sw]
     checkins = request.app[CHECKINS]
-    checkins.add(project.id, caller.serial, state.hardware_version, effective_identity(project, state)[1] or "",
-                 None, "ddi")
+    checkins.add(project.id, caller.serial, state.hardware_version, sw, None, "ddi")
     METRICS.inc("ota_gateway_polls", ("ddi", reason))
-    if request.headers.get("If-None-Match") == etag:
-        resp = web.Response(status=304, headers={"ETag": etag})
+    if request.headers.get("If-None-Match") == headers["ETag"]:
+        resp = web.Response(status=304, headers={"ETag": headers["ETag"], "ota-gateway-reason": reason})
     else:
-        resp = web.Response(body=body, headers={"Content-Type": "application/json", "ETag": etag})
-    resp.headers["ota-gateway-reason"] = reason
+        resp = web.Response(body=body, headers=headers)
     if not checkins.accepting:
         await checkins.room()
     return resp

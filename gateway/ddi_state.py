@@ -47,12 +47,15 @@ class DeviceState:
             any(p == payload_id for _, p in self.installed.values())
 
 
-UNKNOWN = DeviceState(None, None, None, {}, None, True, {}, {}, frozenset())
+def unknown() -> DeviceState:
+    """The state of a serial the database does not know yet (one object per device: answers
+    rendered for it are kept on it)."""
+    return DeviceState(None, None, None, {}, None, True, {}, {}, frozenset())
 
 
 def state_from_row(row) -> DeviceState:
     if row is None:
-        return UNKNOWN
+        return unknown()
     return DeviceState(
         device_id=row["id"], hardware_version=row["hardware_version"], software_type=row["ddi_software_type"],
         versions=row["versions"], token_hash=row["ddi_token_hash"], config_requested=row["ddi_config_requested"],

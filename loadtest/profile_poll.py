@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--warmup", type=int, default=5, help="seconds of unmeasured polling first")
     ap.add_argument("--raw", help="also keep py-spy's collapsed stacks in this file")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -99,7 +100,7 @@ def main() -> int:
         asyncio.run(bench_poll.seed(base))
         wenv = {"OTA_KEY": bench_poll.KEY, "OTA_DEVICES": str(args.devices)}
         path = ROUTES[args.route]
-        bench_poll.wrk(base, path, 5, 64, wenv)  # warm-up: the fleet registers, caches fill
+        bench_poll.wrk(base, path, args.warmup, 64, wenv)  # warm-up: the fleet registers, caches fill
         workers = subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split()
         pid = next(p for p in workers if "gateway" in Path(f"/proc/{p}/cmdline").read_text())
         out = os.path.join(tmp, "profile.txt")
