@@ -64,6 +64,7 @@ async def _resources(app: web.Application):
     app[DEVICE] = DeviceContext(mirror, checkins, app[SIGNER], app[LIMITER])
     METRICS.gauge_fns.update({
         "ota_gateway_checkin_buffer_depth": lambda: len(checkins),
+        "ota_gateway_checkin_known_devices": checkins.known,
         "ota_gateway_checkin_oldest_age_seconds": checkins.oldest_age,
         "ota_gateway_mirror_projects": lambda: len(mirror.projects),
         "ota_gateway_mirror_device_exceptions": lambda: sum(len(p.devices) for p in mirror.projects.values()),

@@ -58,6 +58,10 @@ class CheckinBuffer:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def known(self) -> int:
+        """Check-in keys whose stored state this process knows (written here or preloaded)."""
+        return len(self._written)
+
     def add(self, project_id: int, serial: str, hardware_version: str | None, software_type: str,
             version: str | None, protocol: str) -> None:
         """Record a check-in; never blocks (see `room`)."""

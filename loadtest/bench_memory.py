@@ -40,15 +40,32 @@ def rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024
 
 
+def known_devices(base: str) -> float:
+    """Check-in keys whose stored state the workers know (summed), from /metrics."""
+    with urllib.request.urlopen(base + "/metrics") as r:
+        m = re.search(r"^ota_gateway_checkin_known_devices (\S+)", r.read().decode(), re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--polls", type=int, default=200_000, help="distinct serials polled through wrk (bounded)")
+    ap.add_argument("--fleet-seen-now", action="store_true",
+                    help="first mark every device as seen now, so each worker preloads the fleet's written state")
     args = ap.parse_args()
+    if args.fleet_seen_now:
+        import seed
+        print(f"marked {seed.mark_seen(args.data_dir):,} devices as seen now")
     base, proc = stack.serve(args.data_dir, workers=args.workers)
     try:
         time.sleep(1)
+        deadline = time.monotonic() + 120  # the preload of recent check-ins runs after start: wait for it
+        known, previous = known_devices(base), -1.0
+        while args.fleet_seen_now and time.monotonic() < deadline and (known == 0 or known != previous):
+            time.sleep(2)
+            known, previous = known_devices(base), known
         workers = [p for p in children(proc.pid) if "postgres" not in Path(f"/proc/{p}/cmdline").read_text()]
         idle = {p: rss_mb(p) for p in workers}
         with urllib.request.urlopen(base + "/metrics") as r:
@@ -61,7 +78,8 @@ def main() -> int:
                             "OTA_DEVICES": str(args.polls)}, capture_output=True, timeout=duration + 30)
         time.sleep(2)
         loaded = {p: rss_mb(p) for p in workers}
-        print(f"device exceptions in each worker's mirror: {float(exceptions):,.0f}")
+        print(f"device exceptions in each worker's mirror: {float(exceptions):,.0f}; check-in states known "
+              f"(all workers): {known:,.0f} idle, {known_devices(base):,.0f} after polls")
         print(f"{'worker':>8}{'RSS idle MB':>14}{'RSS after polls MB':>22}")
         for p in workers:
             print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}")
