@@ -13,7 +13,6 @@ import asyncio
 import logging
 import sys
 import time
-from datetime import datetime, timezone
 
 import asyncpg
 
@@ -159,10 +158,7 @@ class CheckinBuffer:
 
             async def write(part: list) -> None:
                 async with gate:
-                    rows = []
-                    for k in part:
-                        pid, serial, hw, sw, ver, proto, ts = batch[k]
-                        rows.append((pid, serial, hw, sw, ver, proto, datetime.fromtimestamp(ts, timezone.utc)))
+                    rows = [batch[k] for k in part]
                     async with self.pool.acquire() as conn:
                         await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
                 committed.append(part)

@@ -184,7 +184,7 @@ async def load_device(conn, project_id: int, serial: str) -> asyncpg.Record | No
 
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
     """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
-    versions, protocol, seen_at), where `versions` are the distinct versions the device reported
+    versions, protocol, seen_at as Unix seconds), where `versions` are the distinct versions the device reported
     since the last flush, oldest first. New serials join their project's default cohort;
     last_seen is only rewritten when older than `last_seen_granularity` seconds; every version
     change is appended to the history, the last version becomes current. One transaction, two
@@ -203,8 +203,8 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
         await conn.execute(
             """
             INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
-            SELECT t.pid, t.serial, t.hw, c.id, t.seen
-            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS t(pid, serial, hw, seen)
+            SELECT t.pid, t.serial, t.hw, c.id, to_timestamp(t.seen)
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) AS t(pid, serial, hw, seen)
             JOIN cohorts c ON c.project_id = t.pid AND c.is_default
             ORDER BY t.pid, t.serial
             ON CONFLICT (project_id, serial) DO UPDATE
@@ -220,8 +220,9 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
         await conn.execute(
             """
             WITH t AS (
-              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-                                   $7::timestamptz[]) AS t(pid, serial, sw, version, ord, protocol, seen)
+              SELECT pid, serial, sw, version, ord, protocol, to_timestamp(seen) AS seen
+              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                          $7::float8[]) AS t(pid, serial, sw, version, ord, protocol, seen)
             ), ids AS MATERIALIZED (
               -- an index lookup per row, once: a batch is a small slice of a large fleet, and a hash
               -- join would read the whole devices table
