@@ -11,17 +11,6 @@ local hardware = {"mp", "mp", "mp", "mp", "mp", "mp", "mp", "evt", "evt", "dvt"}
 
 math.randomseed(os.time())
 
--- OTA_DELAY_MS paces each connection (mean milliseconds between an answer and the next request):
--- bench_poll.py --paced uses it to hold a rate below the maximum and read latency there
-local delay_ms = tonumber(os.getenv("OTA_DELAY_MS") or "0")
-if delay_ms > 0 then
-  delay = function()
-    local whole = math.floor(delay_ms)
-    if math.random() < delay_ms - whole then return whole + 1 end
-    return whole
-  end
-end
-
 -- a device's hardware and version are a function of its serial, as in a real fleet: the same
 -- device reports the same version on every poll until it updates
 local ddi = path == "ddi"
