@@ -67,10 +67,10 @@ class Caller:
 
 # -- authentication and per-device state ---------------------------------------------------------
 
-async def device_state(app: web.Application, project_id: int, serial: str) -> DeviceState:
+async def device_state(app: web.Application, project_id: int, serial: str, mirror=None) -> DeviceState:
     """The cached state; loaded from the database on the first poll of a serial in this process."""
     cache: DeviceCache = app[DDI_CACHE]
-    cache.follow(getattr(app[MIRROR], "reconnects", 0))
+    cache.follow(getattr(mirror or app[MIRROR], "reconnects", 0))
     state = cache.get((project_id, serial))
     if state is None:
         generation = cache.generation
@@ -94,7 +94,7 @@ async def authenticate(request: web.Request) -> Caller | None:
     if not header.isascii():  # tokens are ASCII; other bytes would not even hash
         return None
     if header.startswith("GatewayToken "):
-        info = _gateway_key(request)
+        info = mirror.key_info(header[13:].strip())
         if info is None:
             return None
         project, override = mirror.projects.get(info.project_id), info.cohort_override
@@ -108,7 +108,7 @@ async def authenticate(request: web.Request) -> Caller | None:
     serial = request.match_info["controllerId"]
     if not SERIAL_RE.match(serial):
         raise BadRequest("controllerId must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
-    state = await device_state(request.app, project.id, serial)
+    state = await device_state(request.app, project.id, serial, mirror)
     if token_hash is not None and not (state.token_hash and hmac.compare_digest(state.token_hash, token_hash)):
         return None
     return Caller(project, serial, override, state)
