@@ -161,7 +161,7 @@ class CheckinBuffer:
                     rows = [batch[k] for k in part]
                     async with self.pool.acquire() as conn:
                         await store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
-                committed.append(part)
+                        committed.append(part)  # before the release: a cancel there must not resend it
                 for k in part:
                     _pid, _serial, hw, _sw, versions, _proto, ts = batch[k]
                     written.put(hash(k), hash((hw, versions[-1] if versions else None)), ts)
