@@ -54,6 +54,18 @@ class Gateway:
                 time.sleep(0.05)
         raise TimeoutError("gateway did not become ready")
 
+    def __enter__(self) -> "Gateway":
+        """Wait until it serves; a gateway that never does is stopped before the error propagates."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def stop(self) -> str:
         """SIGTERM, wait (bounded), and return everything the gateway printed."""
         self.proc.terminate()

@@ -16,12 +16,8 @@ CLI = [sys.executable, "-m", "gateway"]
 
 @pytest.fixture(scope="module")
 def gw(database_url, data_dir):
-    g = Gateway(database_url, data_dir)
-    try:
-        g.wait_ready()
+    with Gateway(database_url, data_dir) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def cli(gw, *args, ok=True):

@@ -141,12 +141,8 @@ identify : (
 
 @pytest.fixture(scope="module")
 def gateway(database_url, data_dir):
-    gw = Gateway(database_url, data_dir)
-    try:
-        gw.wait_ready()
+    with Gateway(database_url, data_dir) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture
