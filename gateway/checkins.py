@@ -39,7 +39,6 @@ class CheckinBuffer:
         # what the database holds per device, as far as this process knows: hash of (hardware,
         # version) and when it was written; filled by our flushes and `preload`, bounded by `remember`
         self._written = SeenTable(max_entries=remember)
-        self.remember = remember
         self.preloaded = 0
         self.skipped = 0
         self._oldest = 0.0  # when the oldest check-in now buffered arrived
@@ -111,11 +110,10 @@ class CheckinBuffer:
         minute would otherwise be rewritten in full by every new process)."""
         try:
             async with self.pool.acquire() as conn:
-                expected = await store.count_recent_checkins(conn, self.last_seen_granularity)
-                if expected > len(self._written):
-                    self._written.reserve(min(expected, self.remember))
+                room = self._written.max_entries
+                self._written.reserve(min(await store.count_recent_checkins(conn, self.last_seen_granularity), room))
                 async for pid, serial, sw, hw, version, seen in store.recent_checkins(conn, self.last_seen_granularity):
-                    if self.preloaded >= self.remember:
+                    if self.preloaded >= room:
                         break
                     self._written.put(hash((pid, serial, sw)), hash((hw, version)), seen)
                     self.preloaded += 1

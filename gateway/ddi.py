@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from . import ddi_store, manifests, store
-from .appkeys import CHECKINS, LIMITER, MIRROR, POOL, SETTINGS, SIGNER
+from .appkeys import DEVICE, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
 from .ddi_loader import DDI_LOADER, StateLoader
 from .ddi_state import DDI_CACHE, ActionView, DeviceCache, DeviceState, state_from_row
@@ -67,10 +67,10 @@ class Caller:
 
 # -- authentication and per-device state ---------------------------------------------------------
 
-async def device_state(app: web.Application, project_id: int, serial: str, mirror=None) -> DeviceState:
+async def device_state(app: web.Application, project_id: int, serial: str) -> DeviceState:
     """The cached state; loaded from the database on the first poll of a serial in this process."""
     cache: DeviceCache = app[DDI_CACHE]
-    cache.follow(getattr(mirror or app[MIRROR], "reconnects", 0))
+    cache.follow(getattr(app[MIRROR], "reconnects", 0))
     state = cache.get((project_id, serial))
     if state is None:
         generation = cache.generation
@@ -80,21 +80,20 @@ async def device_state(app: web.Application, project_id: int, serial: str, mirro
     return state
 
 
-def _gateway_key(request: web.Request):
-    """The project key of a `GatewayToken` header (from memory), or None."""
-    header = request.headers.get("Authorization", "")
-    return request.app[MIRROR].key_info(header[13:].strip()) if header.startswith("GatewayToken ") else None
+def _gateway_key(mirror, header: str):
+    """The project key of a `GatewayToken` Authorization header (from memory), or None."""
+    return mirror.key_info(header[13:].strip()) if header.startswith("GatewayToken ") else None
 
 
 async def authenticate(request: web.Request) -> Caller | None:
     """The calling device, or None when the Authorization header does not authenticate it."""
     header = request.headers.get("Authorization", "")
-    mirror = request.app[MIRROR]
+    mirror = request.app[DEVICE].mirror
     token_hash = None
     if not header.isascii():  # tokens are ASCII; other bytes would not even hash
         return None
     if header.startswith("GatewayToken "):
-        info = mirror.key_info(header[13:].strip())
+        info = _gateway_key(mirror, header)
         if info is None:
             return None
         project, override = mirror.projects.get(info.project_id), info.cohort_override
@@ -108,7 +107,7 @@ async def authenticate(request: web.Request) -> Caller | None:
     serial = request.match_info["controllerId"]
     if not SERIAL_RE.match(serial):
         raise BadRequest("controllerId must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
-    state = await device_state(request.app, project.id, serial, mirror)
+    state = await device_state(request.app, project.id, serial)
     if token_hash is not None and not (state.token_hash and hmac.compare_digest(state.token_hash, token_hash)):
         return None
     return Caller(project, serial, override, state)
@@ -317,8 +316,8 @@ def _action_id(request: web.Request) -> int:
 async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     """GET {base}: polling interval and links to what the device should do next."""
     project = caller.project
-    if project.poll_limit and not request.app[LIMITER].allow((project.id, caller.serial), project.poll_limit,
-                                                               time.time()):
+    ctx = request.app[DEVICE]
+    if project.poll_limit and not ctx.limiter.allow((project.id, caller.serial), project.poll_limit, time.time()):
         METRICS.inc("ota_gateway_polls", ("ddi", "rate-limited"))
         retry = str(60 - int(time.time()) % 60)  # the limiter's window turns on the minute
         return error_response(429, f"device {caller.serial} polls more than {project.poll_limit} times a minute",
@@ -339,7 +338,7 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
         state = caller.state
         sw = effective_identity(project, state)[1] or ""
         state.rendered[:] = [inputs, body, headers, reason, sw]
-    checkins = request.app[CHECKINS]
+    checkins = ctx.checkins
     checkins.add(project.id, caller.serial, state.hardware_version, sw, None, "ddi")
     METRICS.inc("ota_gateway_polls", ("ddi", reason))
     if request.headers.get("If-None-Match") == headers["ETag"]:
@@ -384,8 +383,9 @@ def _degrades(handler):
         try:
             return await handler(request)
         except DB_UNAVAILABLE:
-            info = _gateway_key(request)
-            project = request.app[MIRROR].projects.get(info.project_id) if info else None
+            mirror = request.app[MIRROR]
+            info = _gateway_key(mirror, request.headers.get("Authorization", ""))
+            project = mirror.projects.get(info.project_id) if info else None
             if project is None:
                 raise
             METRICS.inc("ota_gateway_polls", ("ddi", "database_unavailable"))

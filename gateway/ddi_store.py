@@ -8,7 +8,11 @@ import asyncpg
 
 OPEN = ("open", "canceling")
 
-_STATE_SQL = """
+# Everything a DDI poll needs about each serial in $2 (one project, $1), one index lookup per serial:
+# LIMIT keeps the planner from flattening the lateral subquery into a join that, under a generic
+# plan, scans the project's devices.
+_STATES_SQL = """
+SELECT u.serial, s.* FROM unnest($2::text[]) AS u(serial) CROSS JOIN LATERAL (
 SELECT d.id, d.hardware_version, d.ddi_software_type, d.ddi_token_hash, d.ddi_config_requested,
        coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
                  WHERE s.device_id = d.id), '{}') AS versions,
@@ -26,14 +30,9 @@ SELECT d.id, d.hardware_version, d.ddi_software_type, d.ddi_token_hash, d.ddi_co
        coalesce((SELECT array_agg(DISTINCT a.release_id) FROM device_actions a
                  WHERE a.device_id = d.id AND a.status = 'failed' AND a.retried_at IS NULL
                    AND a.release_id IS NOT NULL), '{}') AS blocked
-FROM devices d WHERE d.project_id = $1 AND d.serial = $2
+FROM devices d WHERE d.project_id = $1 AND d.serial = u.serial
+LIMIT 1) s
 """
-
-
-# one index lookup per serial: LIMIT keeps the planner from flattening the subquery into a join
-# that, under a generic plan, scans the project's devices
-_STATES_SQL = ("SELECT u.serial, s.* FROM unnest($2::text[]) AS u(serial) CROSS JOIN LATERAL ("
-               + _STATE_SQL.replace("d.serial = $2", "d.serial = u.serial") + " LIMIT 1) s")
 
 
 async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[str, asyncpg.Record]:

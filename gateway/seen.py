@@ -30,7 +30,7 @@ class SeenTable:
     def _alloc(self, slots: int) -> None:
         self._keys = array("q", bytes(8 * slots))  # 0 marks an empty slot
         self._vals = array("q", bytes(8 * slots))
-        self._times = array("l" if array("l").itemsize == 4 else "i", bytes(4 * slots))
+        self._times = array("i", bytes(4 * slots))
         self._mask = slots - 1
         self.size = 0
 
