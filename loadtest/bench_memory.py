@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,13 +39,6 @@ def rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024
 
 
-def known_devices(base: str) -> float:
-    """Check-in keys whose stored state the workers know (summed), from /metrics."""
-    with urllib.request.urlopen(base + "/metrics") as r:
-        m = re.search(r"^ota_gateway_checkin_known_devices (\S+)", r.read().decode(), re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
@@ -62,15 +54,13 @@ def main() -> int:
     try:
         time.sleep(1)
         deadline = time.monotonic() + 120  # the preload of recent check-ins runs after start: wait for it
-        known, previous = known_devices(base), -1.0
+        known, previous = stack.metric(base, "ota_gateway_checkin_known_devices"), -1.0
         while args.fleet_seen_now and time.monotonic() < deadline and (known == 0 or known != previous):
             time.sleep(2)
-            known, previous = known_devices(base), known
+            known, previous = stack.metric(base, "ota_gateway_checkin_known_devices"), known
         workers = [p for p in children(proc.pid) if "postgres" not in Path(f"/proc/{p}/cmdline").read_text()]
         idle = {p: rss_mb(p) for p in workers}
-        with urllib.request.urlopen(base + "/metrics") as r:
-            metrics = r.read().decode()
-        exceptions = re.search(r"^ota_gateway_mirror_device_exceptions (\S+)", metrics, re.M).group(1)
+        exceptions = stack.metric(base, "ota_gateway_mirror_device_exceptions")
         # poll with many distinct serials: the check-in buffers and the written-state cache fill up
         duration = max(5, args.polls // 20000)
         subprocess.run(["wrk", "-t1", "-c64", f"-d{duration}s", "-s", str(HERE / "poll.lua"), base],
@@ -78,8 +68,9 @@ def main() -> int:
                             "OTA_DEVICES": str(args.polls)}, capture_output=True, timeout=duration + 30)
         time.sleep(2)
         loaded = {p: rss_mb(p) for p in workers}
-        print(f"device exceptions in each worker's mirror: {float(exceptions):,.0f}; check-in states known "
-              f"(all workers): {known:,.0f} idle, {known_devices(base):,.0f} after polls")
+        after = stack.metric(base, "ota_gateway_checkin_known_devices")
+        print(f"device exceptions in each worker's mirror: {exceptions:,.0f}; check-in states known "
+              f"(all workers): {known:,.0f} idle, {after:,.0f} after polls")
         print(f"{'worker':>8}{'RSS idle MB':>14}{'RSS after polls MB':>22}")
         for p in workers:
             print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}")

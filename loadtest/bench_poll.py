@@ -66,15 +66,6 @@ def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def checkins_written(base: str) -> float:
-    """The gateway's check-in rows written so far (all workers), from /metrics."""
-    import urllib.request
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(r"^ota_gateway_checkins_written_total(?:\{\})? ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def at_load(url: str, path: str, target: float, duration: int, env: dict) -> dict:
     """Latency at `target` req/s with wrk's closed loop: the number of connections whose
     throughput comes closest to the target (searched with short runs), then a full run there.
@@ -154,11 +145,11 @@ def main() -> int:
         wanted = {"hello", *(r.strip() for r in args.routes.split(","))}
         routes = [r for r in routes if r[0] in wanted or r[2] in wanted or r[2].rsplit("/", 1)[-1] in wanted]
         results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
-        written = checkins_written(base)
+        written = stack.metric(base, "ota_gateway_checkins_written_total")
         for _ in range(args.rounds):
             for name, url, path in routes:
                 results[name].append(wrk(url, path, args.duration, args.connections, wenv))
-        written = checkins_written(base) - written
+        written = stack.metric(base, "ota_gateway_checkins_written_total") - written
         print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
               f"devices={args.devices} warmup={args.warmup}s "
               f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")

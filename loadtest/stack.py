@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -50,6 +51,14 @@ def wait_http(url: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(url) from None
             time.sleep(0.1)
+
+
+def metric(base: str, name: str) -> float:
+    """One unlabelled sample of the gateway's /metrics (all workers aggregated); 0 when absent."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(rf"^{re.escape(name)}(?:{{}})? (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def stop(*procs: subprocess.Popen) -> None:
