@@ -137,7 +137,10 @@ class EmbeddedPostgres:
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
                 "-c max_connections=200",
                 # the check-in path does random index lookups over the whole fleet: keep it cached
-                f"-c shared_buffers={os.environ.get('OTA_PG_SHARED_BUFFERS', '512MB')}"]
+                f"-c shared_buffers={os.environ.get('OTA_PG_SHARED_BUFFERS', '512MB')}",
+                # check-ins touch random pages of large indexes: after each checkpoint the first change
+                # to a page logs the whole page, so checkpoint rarely and compress those images
+                "-c max_wal_size=4GB", "-c checkpoint_timeout=15min", "-c wal_compression=on"]
         if self.fast:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         log = self.data_dir / "postgres.log"

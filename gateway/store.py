@@ -187,67 +187,89 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
     versions, protocol, seen_at as Unix seconds), where `versions` are the distinct versions the device reported
     since the last flush, oldest first. New serials join their project's default cohort;
     last_seen is only rewritten when older than `last_seen_granularity` seconds; every version
-    change is appended to the history, the last version becomes current. One transaction, two
-    statements, whatever the batch size."""
-    devices: dict[tuple[int, str], tuple] = {}
-    for pid, serial, hw, _sw, _versions, _proto, seen in rows:
-        devices[(pid, serial)] = (pid, serial, hw, seen)  # ON CONFLICT can't touch a row twice
+    change is appended to the history, the last version becomes current. One statement, whatever
+    the batch size."""
+    devices: dict[tuple[int, str], int] = {}
+    drows: list[tuple] = []
+    vrows: list[tuple] = []
     # a fixed row order keeps concurrent flushes from several workers from deadlocking
-    cols = list(zip(*(devices[k] for k in sorted(devices))))
-    # one row per reported version, numbered in the order the device reported them
-    vrows = [(pid, serial, sw, v, n, proto, seen) for pid, serial, _hw, sw, versions, proto, seen in rows
-             for n, v in enumerate(versions or ())]
+    for pid, serial, hw, sw, versions, proto, seen in sorted(rows, key=lambda r: (r[0], r[1])):
+        i = devices.get((pid, serial))
+        if i is None:
+            i = devices[(pid, serial)] = len(drows) + 1  # 1-based, like WITH ORDINALITY
+            drows.append((pid, serial, hw, seen))
+        # one row per reported version, with the version before it in this batch, if any
+        prev, last = None, len(versions or ()) - 1
+        for n, v in enumerate(versions or ()):
+            vrows.append((i, sw, v, prev, n == last, proto, seen))
+            prev = v
+    dcols = list(zip(*drows))
+    vcols = list(zip(*vrows)) if vrows else [()] * 7
     async with conn.transaction():
-        # batches are large: let the joins and sorts run in memory instead of spilling to disk
-        await conn.execute("SET LOCAL work_mem = '64MB'")
-        await conn.execute(
-            """
-            INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
-            SELECT t.pid, t.serial, t.hw, c.id, to_timestamp(t.seen)
-            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) AS t(pid, serial, hw, seen)
-            JOIN cohorts c ON c.project_id = t.pid AND c.is_default
-            ORDER BY t.pid, t.serial
-            ON CONFLICT (project_id, serial) DO UPDATE
-              SET last_seen = EXCLUDED.last_seen,
-                  hardware_version = coalesce(devices.hardware_version, EXCLUDED.hardware_version)
-              WHERE devices.last_seen IS NULL
-                 OR devices.hardware_version IS NULL
-                 OR devices.last_seen < EXCLUDED.last_seen - make_interval(secs => $5)
-            """, cols[0], cols[1], cols[2], cols[3], last_seen_granularity)
-        if not vrows:
-            return
-        vcols = list(zip(*vrows))
-        await conn.execute(
-            """
-            WITH t AS (
-              SELECT pid, serial, sw, version, ord, protocol, to_timestamp(seen) AS seen
-              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-                          $7::float8[]) AS t(pid, serial, sw, version, ord, protocol, seen)
-            ), ids AS MATERIALIZED (
-              -- an index lookup per row, once: a batch is a small slice of a large fleet, and a hash
-              -- join would read the whole devices table
-              SELECT t.*, (SELECT dv.id FROM devices dv WHERE dv.project_id = t.pid AND dv.serial = t.serial)
-                     AS device_id
-              FROM t
-            ), d AS (
-              SELECT ids.*, (SELECT s.version FROM device_software s WHERE s.device_id = ids.device_id
-                             AND s.software_type = ids.sw) AS db_version,
-                     lag(ids.version) OVER (PARTITION BY ids.pid, ids.serial, ids.sw ORDER BY ids.ord) AS prev_in_batch
-              FROM ids WHERE ids.device_id IS NOT NULL
-            ), changes AS (
-              SELECT device_id, sw, version, coalesce(prev_in_batch, db_version) AS previous, protocol, seen, ord
-              FROM d WHERE prev_in_batch IS NOT NULL OR db_version IS DISTINCT FROM version
-            ), hist AS (
-              INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol,
-                                                  seen_at)
-              SELECT device_id, sw, version, previous, protocol, seen FROM changes ORDER BY device_id, sw, ord
-            )
-            INSERT INTO device_software (device_id, software_type, version, updated_at)
-            SELECT DISTINCT ON (device_id, sw) device_id, sw, version, seen FROM changes
-            ORDER BY device_id, sw, ord DESC
-            ON CONFLICT (device_id, software_type) DO UPDATE
-              SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
-            """, *vcols)
+        # A batch is a small slice of a large fleet: every row is found by index (a guessed row count
+        # must not turn that into a scan of the whole table), sorts run in memory, and compiling
+        # the plan (which those guesses make look worthwhile) never pays off.
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
+        await conn.execute(_FLUSH_CHECKINS, *dcols, last_seen_granularity, *vcols)
+
+
+# Each device and each current version is looked up once (LIMIT 1 keeps the planner from turning
+# a lookup into a scan of the whole table); what the lookup found decides the rest. A device seen
+# recently is neither locked nor rewritten (ON CONFLICT would lock every row it meets). Version
+# rows find their device id by its position in the batch, in an array: a join there would be
+# planned from unnest's guessed row counts. A device or software row another worker inserted
+# after this statement's snapshot is caught by ON CONFLICT.
+_FLUSH_CHECKINS = """
+WITH t AS (
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) WITH ORDINALITY AS t(pid, serial, hw, seen, i)
+), f AS MATERIALIZED (
+  SELECT t.i, t.pid, t.serial, t.hw, to_timestamp(t.seen) AS seen, d.id, d.last_seen, d.hardware_version AS db_hw
+  FROM t LEFT JOIN LATERAL (
+    SELECT dv.id, dv.last_seen, dv.hardware_version FROM devices dv
+    WHERE dv.project_id = t.pid AND dv.serial = t.serial LIMIT 1
+  ) d ON true
+), upd AS (
+  UPDATE devices d SET last_seen = greatest(d.last_seen, f.seen), hardware_version = coalesce(d.hardware_version, f.hw)
+  FROM f
+  WHERE d.id = f.id AND (f.last_seen IS NULL OR (f.db_hw IS NULL AND f.hw IS NOT NULL)
+                         OR f.last_seen < f.seen - make_interval(secs => $5))
+), ins AS (
+  INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
+  SELECT f.pid, f.serial, f.hw, c.id, f.seen
+  FROM f JOIN cohorts c ON c.project_id = f.pid AND c.is_default
+  WHERE f.id IS NULL
+  ORDER BY f.pid, f.serial
+  ON CONFLICT (project_id, serial) DO UPDATE
+    SET last_seen = greatest(devices.last_seen, EXCLUDED.last_seen),
+        hardware_version = coalesce(devices.hardware_version, EXCLUDED.hardware_version)
+  RETURNING id, project_id, serial
+), ids AS MATERIALIZED (
+  SELECT array_agg(coalesce(f.id, n.id) ORDER BY f.i) AS a
+  FROM f LEFT JOIN ins n ON f.id IS NULL AND n.project_id = f.pid AND n.serial = f.serial
+), v AS (
+  SELECT (SELECT a FROM ids)[v.di] AS device_id, v.*
+  FROM unnest($6::int[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::float8[])
+       WITH ORDINALITY AS v(di, sw, version, prev, last, protocol, seen, n)
+), changes AS MATERIALIZED (
+  SELECT v.device_id, v.sw, v.version, coalesce(v.prev, s.version) AS previous, v.last, v.protocol,
+         to_timestamp(v.seen) AS seen, v.n, s.version IS NOT NULL AS stored
+  FROM v LEFT JOIN LATERAL (
+    SELECT s.version FROM device_software s WHERE s.device_id = v.device_id AND s.software_type = v.sw LIMIT 1
+  ) s ON true
+  WHERE v.device_id IS NOT NULL AND (v.prev IS NOT NULL OR s.version IS DISTINCT FROM v.version)
+), hist AS (
+  INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol, seen_at)
+  SELECT device_id, sw, version, previous, protocol, seen FROM changes ORDER BY n
+), cur AS (
+  UPDATE device_software s SET version = c.version, updated_at = c.seen
+  FROM changes c
+  WHERE c.last AND c.stored AND s.device_id = c.device_id AND s.software_type = c.sw
+)
+INSERT INTO device_software (device_id, software_type, version, updated_at)
+SELECT device_id, sw, version, seen FROM changes WHERE last AND NOT stored
+ORDER BY device_id, sw
+ON CONFLICT (device_id, software_type) DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+"""
 
 
 # a device that never reported a version checks in without one, under any of its project's

@@ -1,0 +1,113 @@
+"""The check-in flush statement against a real database: what each kind of check-in row leaves in
+devices, device_software and the version history."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from gateway import store
+from conftest import PROJECT
+
+GRANULARITY = 300.0
+
+
+@pytest.fixture
+async def db(database_url):
+    pool = await store.create_pool(database_url, max_size=4)
+    pid = await pool.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
+    yield pool, pid
+    await pool.close()
+
+
+async def state(pool, pid, serial):
+    """(hardware, current version, last_seen epoch, [(version, previous)]) of one device."""
+    dev = await pool.fetchrow("SELECT id, hardware_version, extract(epoch FROM last_seen) AS seen FROM devices "
+                              "WHERE project_id = $1 AND serial = $2", pid, serial)
+    if dev is None:
+        return None
+    cur = await pool.fetchval("SELECT version FROM device_software WHERE device_id = $1 AND software_type = 'main'",
+                              dev["id"])
+    hist = await pool.fetch("SELECT version, previous_version FROM device_version_history WHERE device_id = $1 "
+                            "ORDER BY id", dev["id"])
+    return dev["hardware_version"], cur, float(dev["seen"]), [(h[0], h[1]) for h in hist]
+
+
+def row(pid, serial, hw, versions, seen):
+    return (pid, serial, hw, "main", tuple(versions), "memfault", seen)
+
+
+# (case, earlier flushes, flush under test, expected hardware, current, history, last_seen from flush n)
+T0 = time.time() - 3600
+CASES = [
+    ("new device, one version", [], ("evt", ["1.0"], T0), "evt", "1.0", [("1.0", None)], 1),
+    ("new device, no version", [], ("evt", [], T0), "evt", None, [], 1),
+    ("versions in one batch chain their previous", [("evt", ["1.0"], T0)], ("evt", ["2.0", "3.0"], T0 + 10),
+     "evt", "3.0", [("1.0", None), ("2.0", "1.0"), ("3.0", "2.0")], 0),
+    ("back and forth in one batch", [("evt", ["1.0"], T0)], ("evt", ["2.0", "1.0", "2.0"], T0 + 10),
+     "evt", "2.0", [("1.0", None), ("2.0", "1.0"), ("1.0", "2.0"), ("2.0", "1.0")], 0),
+    ("the stored version again: no history", [("evt", ["1.0"], T0)], ("evt", ["1.0"], T0 + 1000),
+     "evt", "1.0", [("1.0", None)], 1),
+    ("seen within the granularity: last_seen kept", [("evt", ["1.0"], T0)], ("evt", ["1.0"], T0 + 10),
+     "evt", "1.0", [("1.0", None)], 0),
+    ("seen after the granularity: last_seen moves", [("evt", ["1.0"], T0)], ("evt", ["1.0"], T0 + 301),
+     "evt", "1.0", [("1.0", None)], 1),
+    ("hardware filled once, never changed", [(None, ["1.0"], T0)], ("dvt", ["1.0"], T0 + 10),
+     "dvt", "1.0", [("1.0", None)], 1),
+    ("hardware is immutable", [("evt", ["1.0"], T0)], ("dvt", ["1.0"], T0 + 1000),
+     "evt", "1.0", [("1.0", None)], 1),
+    ("an older check-in never moves last_seen back", [("evt", ["1.0"], T0 + 2000)], ("evt", ["1.0"], T0),
+     "evt", "1.0", [("1.0", None)], 0),
+]
+
+
+@pytest.mark.parametrize("case,before,flush,hw,current,history,seen_from", CASES, ids=[c[0] for c in CASES])
+async def test_flush_row(db, case, before, flush, hw, current, history, seen_from):
+    pool, pid = db
+    serial = "FL-" + case.replace(" ", "-")[:40]
+    flushes = [*before, flush]
+    for f_hw, versions, seen in flushes:
+        async with pool.acquire() as conn:
+            await store.flush_checkins(conn, [row(pid, serial, f_hw, versions, seen)],
+                                       last_seen_granularity=GRANULARITY)
+    got_hw, got_cur, got_seen, got_hist = await state(pool, pid, serial)
+    assert (got_hw, got_cur, got_hist) == (hw, current, history)
+    assert got_seen == pytest.approx(flushes[-1 if seen_from else 0][2], abs=1e-3)
+
+
+async def test_one_batch_of_many_devices_and_software_types(db):
+    pool, pid = db
+    rows = [row(pid, f"FL-MANY-{i}", "evt", [f"{i}.0"], T0) for i in range(300)]
+    rows += [(pid, "FL-MANY-0", "evt", "bootloader", ("b1",), "memfault", T0)]  # second type, same device
+    async with pool.acquire() as conn:
+        await store.flush_checkins(conn, rows, last_seen_granularity=GRANULARITY)
+    got = await pool.fetch("SELECT d.serial, s.software_type, s.version FROM devices d "
+                           "JOIN device_software s ON s.device_id = d.id WHERE d.serial LIKE 'FL-MANY-%'")
+    assert {(g[0], g[1], g[2]) for g in got} == {(r[1], r[3], r[4][0]) for r in rows}
+
+
+async def test_concurrent_flushes_of_the_same_new_devices_lose_nothing(db):
+    """Two workers flushing the same new devices at once: each device is created once and both
+    workers' versions land in its history."""
+    pool, pid = db
+    serials = [f"FL-RACE-{i}" for i in range(200)]
+
+    async def flush(version, seen):
+        async with pool.acquire() as conn:
+            for attempt in range(5):  # a deadlock between the two is retried, as the buffer does
+                try:
+                    await store.flush_checkins(conn, [row(pid, s, "evt", [version], seen) for s in serials],
+                                               last_seen_granularity=GRANULARITY)
+                    return
+                except asyncpg.DeadlockDetectedError:
+                    continue
+            raise AssertionError("five deadlocks in a row")
+
+    await asyncio.gather(flush("1.0", T0), flush("2.0", T0 + 1))
+    n = await pool.fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'FL-RACE-%'")
+    hist = await pool.fetch("SELECT d.serial, array_agg(h.version ORDER BY h.id) AS v FROM device_version_history h "
+                            "JOIN devices d ON d.id = h.device_id WHERE d.serial LIKE 'FL-RACE-%' GROUP BY d.serial")
+    assert n == len(serials)
+    assert len(hist) == len(serials) and all(sorted(h["v"]) == ["1.0", "2.0"] for h in hist)
