@@ -5,6 +5,7 @@ management writes that can change an answer call `rebuild_resolution` inside the
 """
 from __future__ import annotations
 
+import operator
 import secrets
 from pathlib import Path
 from typing import Any, Iterable
@@ -184,34 +185,56 @@ async def load_device(conn, project_id: int, serial: str) -> asyncpg.Record | No
 
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
     """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
-    versions, protocol, seen_at as Unix seconds), where `versions` are the distinct versions the device reported
-    since the last flush, oldest first. New serials join their project's default cohort;
+    versions, protocol, seen_at as Unix seconds), at most one per (project, serial, software type),
+    where `versions` are the versions the device reported since the last flush, oldest first. New serials join their project's default cohort;
     last_seen is only rewritten when older than `last_seen_granularity` seconds; every version
     change is appended to the history, the last version becomes current. One statement, whatever
     the batch size."""
-    devices: dict[tuple[int, str], int] = {}
-    drows: list[tuple] = []
-    vrows: list[tuple] = []
-    # a fixed row order keeps concurrent flushes from several workers from deadlocking
-    for pid, serial, hw, sw, versions, proto, seen in sorted(rows, key=lambda r: (r[0], r[1])):
-        i = devices.get((pid, serial))
-        if i is None:
-            i = devices[(pid, serial)] = len(drows) + 1  # 1-based, like WITH ORDINALITY
-            drows.append((pid, serial, hw, seen))
-        # one row per reported version, with the version before it in this batch, if any
-        prev, last = None, len(versions or ()) - 1
-        for n, v in enumerate(versions or ()):
-            vrows.append((i, sw, v, prev, n == last, proto, seen))
-            prev = v
-    dcols = list(zip(*drows))
-    vcols = list(zip(*vrows)) if vrows else [()] * 7
+    # columns, not rows: the encoding of each array element is what blocks the event loop here
+    pids: list[int] = []
+    serials: list[str] = []
+    hws: list[str | None] = []
+    seens: list[float] = []
+    dis: list[int] = []
+    sws: list[str] = []
+    vers: list[str] = []
+    prevs: list[str | None] = []
+    lasts: list[bool] = []
+    protos: list[str] = []
+    device = None
+    # a fixed row order keeps concurrent flushes from several workers from deadlocking; it also
+    # puts a device's rows (one per software type) next to each other
+    for pid, serial, hw, sw, versions, proto, seen in sorted(rows, key=_DEVICE_ORDER):
+        if device != (pid, serial):
+            device = (pid, serial)
+            pids.append(pid)
+            serials.append(serial)
+            hws.append(hw)
+            seens.append(seen)
+        else:
+            hws[-1] = hws[-1] or hw
+            seens[-1] = max(seens[-1], seen)
+        if versions:
+            # one row per reported version, with the version before it in this batch, if any
+            i, prev, last = len(pids), None, len(versions) - 1
+            for n, v in enumerate(versions):
+                dis.append(i)  # 1-based, like WITH ORDINALITY
+                sws.append(sw)
+                vers.append(v)
+                prevs.append(prev)
+                lasts.append(n == last)
+                protos.append(proto)
+                prev = v
     async with conn.transaction():
         # A batch is a small slice of a large fleet: every row is found by index (a guessed row count
         # must not turn that into a scan of the whole table), sorts run in memory, and compiling
         # the plan (which those guesses make look worthwhile) never pays off.
         await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
-        await conn.execute(_FLUSH_CHECKINS, *dcols, last_seen_granularity, *vcols)
+        await conn.execute(_FLUSH_CHECKINS, pids, serials, hws, seens, last_seen_granularity,
+                           dis, sws, vers, prevs, lasts, protos)
 
+
+_DEVICE_ORDER = operator.itemgetter(0, 1)
 
 # Each device and each current version is looked up once (LIMIT 1 keeps the planner from turning
 # a lookup into a scan of the whole table); what the lookup found decides the rest. A device seen
@@ -248,11 +271,11 @@ WITH t AS (
   FROM f LEFT JOIN ins n ON f.id IS NULL AND n.project_id = f.pid AND n.serial = f.serial
 ), v AS (
   SELECT (SELECT a FROM ids)[v.di] AS device_id, v.*
-  FROM unnest($6::int[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::float8[])
-       WITH ORDINALITY AS v(di, sw, version, prev, last, protocol, seen, n)
+  FROM unnest($6::int[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[])
+       WITH ORDINALITY AS v(di, sw, version, prev, last, protocol, n)
 ), changes AS MATERIALIZED (
   SELECT v.device_id, v.sw, v.version, coalesce(v.prev, s.version) AS previous, v.last, v.protocol,
-         to_timestamp(v.seen) AS seen, v.n, s.version IS NOT NULL AS stored
+         to_timestamp(($4::float8[])[v.di]) AS seen, v.n, s.version IS NOT NULL AS stored
   FROM v LEFT JOIN LATERAL (
     SELECT s.version FROM device_software s WHERE s.device_id = v.device_id AND s.software_type = v.sw LIMIT 1
   ) s ON true
