@@ -50,10 +50,14 @@ async def seed(base: str, releases: int = 5) -> None:
             assert r.status in (201, 409)
 
 
+WRK_CPUS: set[int] | None = None  # --pin: the cores wrk runs on
+
+
 def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "poll.lua"), url],
-        capture_output=True, text=True, env={**os.environ, **env, "OTA_PATH": path}, timeout=duration + 30)
+        capture_output=True, text=True, env={**os.environ, **env, "OTA_PATH": path}, timeout=duration + 30,
+        preexec_fn=(lambda: os.sched_setaffinity(0, WRK_CPUS)) if WRK_CPUS else None)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 
@@ -66,28 +70,20 @@ def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def at_load(url: str, path: str, target: float, duration: int, env: dict) -> dict:
-    """Latency at `target` req/s with wrk's closed loop: the number of connections whose
-    throughput comes closest to the target (searched with short runs), then a full run there.
-    Fewer connections than saturation means requests arrive as answers leave (no queue), the
-    way a fleet below capacity loads the server; wrk has no open-loop rate control."""
-    tried: dict[int, float] = {}
+def at_load(url: str, path: str, target: float, duration: int, env: dict, connections: int = 256) -> dict:
+    """Latency at `target` req/s, paced: each of `connections` connections waits an exponentially
+    distributed gap before each request (poll.lua's delay()), so requests arrive at the target
+    rate whatever the answers' latency. With gaps far longer than the latency this is close to an
+    open loop: a stalled server meets the requests that arrive meanwhile, not an idle client. The
+    mean gap is calibrated with two short runs, since wrk rounds it to whole milliseconds."""
+    gap = connections / target * 1000
 
-    def probe(c: int) -> float:
-        if c not in tried:
-            tried[c] = wrk(url, path, 4, c, env)["rps"]
-        return tried[c]
+    def run(seconds: int) -> dict:
+        return wrk(url, path, seconds, connections, {**env, "OTA_PACE_MS": f"{gap:.3f}"})
 
-    lo, hi = 1, 2
-    while hi < 64 and probe(hi) < target:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # the smallest connection count that reaches the target
-        mid = (lo + hi) // 2
-        if probe(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return {**wrk(url, path, duration, hi, env), "connections": hi}
+    for _ in range(2):
+        gap *= run(4)["rps"] / target  # too slow: shorter gaps
+    return {**run(duration), "connections": connections, "gap_ms": gap}
 
 
 def main() -> int:
@@ -109,6 +105,10 @@ def main() -> int:
     ap.add_argument("--load", type=float, default=0.8,
                     help="then run each route at this share of its measured maximum and report latency there "
                          "(0: skip)")
+    ap.add_argument("--pin", action="store_true",
+                    help="server processes on the first half of the cores, wrk and PostgreSQL on the rest "
+                         "(use with --workers 1 on 2 cores): latency without the load generator taking "
+                         "the server's cores")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk is required: apt-get install wrk", file=sys.stderr)
@@ -127,6 +127,13 @@ def main() -> int:
         procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
                                        "--workers", str(args.workers)]))
         stack.wait_http(f"http://127.0.0.1:{hport}/")
+        if args.pin:
+            global WRK_CPUS
+            cpus = sorted(os.sched_getaffinity(0))
+            server, WRK_CPUS = set(cpus[:max(1, len(cpus) // 2)]), set(cpus[max(1, len(cpus) // 2):]) or None
+            for p in (gw, procs[-1]):
+                stack.pin(p.pid, server, WRK_CPUS or server)
+            print(f"pinned: gateway and hello on cores {sorted(server)}, wrk and PostgreSQL on {sorted(WRK_CPUS or [])}")
         if not args.data_dir:  # a seeded data dir (loadtest/seed.py) has its fleet and releases already
             asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
@@ -166,14 +173,15 @@ def main() -> int:
             print(f"{name:<16}{med(name, 'rps'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
                   f"{med(name, 'non2xx'):>9}{med(name, 'rps') / hello:>8.2f}")
         if args.load:
-            print(f"\nlatency at {args.load:.0%} of each route's maximum (the wrk connection count whose "
-                  f"throughput comes closest)")
-            print(f"{'route':<16}{'target':>10}{'req/s':>10}{'of max':>8}{'conns':>7}{'p50 ms':>9}{'p99 ms':>9}")
+            print(f"\nlatency at {args.load:.0%} of each route's maximum, paced (each connection sends after "
+                  f"a random gap of mean 'gap ms', whatever the latency)")
+            print(f"{'route':<16}{'target':>10}{'req/s':>10}{'of max':>8}{'conns':>7}{'gap ms':>8}{'p50 ms':>9}"
+                  f"{'p99 ms':>9}")
             for name, url, path in routes:
                 target = args.load * med(name, "rps")
                 r = at_load(url, path, target, args.duration, wenv)
                 print(f"{name:<16}{target:>10.0f}{r['rps']:>10.0f}{r['rps'] / med(name, 'rps'):>8.2f}"
-                      f"{r['connections']:>7}{r['p50']:>9.2f}{r['p99']:>9.2f}")
+                      f"{r['connections']:>7}{r['gap_ms']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
     finally:
         stack.stop(*procs)
         if not args.data_dir:

@@ -38,6 +38,33 @@ def serve(data_dir: str, *, workers: int = 2, database_url: str | None = None,
             time.sleep(0.1)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # exited meanwhile
+                pass
+    return out
+
+
+def pin(pid: int, server_cpus: set[int], other_cpus: set[int]) -> None:
+    """Put a gateway's workers (and every thread of theirs) on `server_cpus` and the PostgreSQL
+    it started on `other_cpus`, so that a load generator pinned there does not take the
+    workers' cores."""
+    for p in process_tree(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+            for task in Path(f"/proc/{p}/task").glob("*"):
+                os.sched_setaffinity(int(task.name), other_cpus if name.startswith("postgres") else server_cpus)
+        except OSError:
+            pass
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     """Wait (bounded) until `url` answers at all."""
     deadline = time.monotonic() + timeout
