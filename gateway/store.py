@@ -186,10 +186,10 @@ async def load_device(conn, project_id: int, serial: str) -> asyncpg.Record | No
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
     """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
     versions, protocol, seen_at as Unix seconds), at most one per (project, serial, software type),
-    where `versions` are the versions the device reported since the last flush, oldest first. New serials join their project's default cohort;
-    last_seen is only rewritten when older than `last_seen_granularity` seconds; every version
-    change is appended to the history, the last version becomes current. One statement, whatever
-    the batch size."""
+    where `versions` are the versions the device reported since the last flush, oldest first.
+    New serials join their project's default cohort; last_seen is only rewritten when older than
+    `last_seen_granularity` seconds (and never moved back); every version change is appended to
+    the history, the last version becomes current. One statement, whatever the batch size."""
     # columns, not rows: the encoding of each array element is what blocks the event loop here
     pids: list[int] = []
     serials: list[str] = []
