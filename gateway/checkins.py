@@ -111,7 +111,12 @@ class CheckinBuffer:
         try:
             async with self.pool.acquire() as conn:
                 room = self._written.max_entries
-                self._written.reserve(min(await store.count_recent_checkins(conn, self.last_seen_granularity), room))
+                # sized for the whole fleet, not just its recent part: growing the table later
+                # rehashes it in Python, a pause of up to a second at a million devices (e.g. when a
+                # fleet comes back after an outage longer than the granularity)
+                fleet = max(await store.count_recent_checkins(conn, self.last_seen_granularity),
+                            await store.estimated_checkin_keys(conn))
+                self._written.reserve(min(fleet, room))
                 async for pid, serial, sw, hw, version, seen in store.recent_checkins(conn, self.last_seen_granularity):
                     if self.preloaded >= room:
                         break

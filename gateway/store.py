@@ -305,6 +305,11 @@ WHERE d.last_seen > now() - make_interval(secs => $1) AND coalesce(s.software_ty
 """
 
 
+async def estimated_checkin_keys(conn) -> int:
+    """PostgreSQL's estimate of the stored (device, software type) pairs (0 before any ANALYZE)."""
+    return max(0, int(await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'device_software'::regclass")))
+
+
 async def count_recent_checkins(conn, within_seconds: float) -> int:
     """How many (device, software type) pairs were seen within the last `within_seconds`."""
     return await conn.fetchval("SELECT count(*) " + _RECENT_CHECKINS, within_seconds)

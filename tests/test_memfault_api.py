@@ -231,3 +231,29 @@ async def test_preload_covers_devices_that_never_reported_a_version(released):
     pid = app[MIRROR].by_slug["smart-sink"].id
     fresh.add(pid, "PRELOAD-NOVERSION", "evt", "main", None, "memfault")
     assert (len(fresh), fresh.skipped) == (0, 1)
+
+
+async def test_preload_sizes_the_state_table_for_the_whole_fleet(released):
+    """Devices not seen recently are not preloaded, but the table is sized for them: when they
+    come back, it does not stop the event loop to grow."""
+    from gateway.checkins import CheckinBuffer
+
+    app = released.server.app
+    pool = app[POOL]
+    pid = app[MIRROR].by_slug["smart-sink"].id
+    n = 20_000  # more than the table's smallest size holds
+    await pool.execute(
+        "INSERT INTO devices (project_id, serial, cohort_id) SELECT $1, 'BULK-' || i, "
+        "(SELECT id FROM cohorts WHERE project_id = $1 AND is_default) FROM generate_series(1, $2) i", pid, n)
+    await pool.execute("INSERT INTO device_software (device_id, software_type, version) "
+                       "SELECT id, 'main', '1.0.0' FROM devices WHERE serial LIKE 'BULK-%'")
+    try:
+        await pool.execute("ANALYZE device_software")
+        fresh = CheckinBuffer(pool, last_seen_granularity=300)
+        await fresh.preload()
+        slots = len(fresh._written._keys)
+        for i in range(n):  # the fleet checks back in
+            fresh._written.put(i + 1, 1, 0)
+        assert len(fresh._written._keys) == slots  # no growth
+    finally:
+        await pool.execute("DELETE FROM devices WHERE serial LIKE 'BULK-%'")
