@@ -8,37 +8,11 @@ import asyncpg
 
 OPEN = ("open", "canceling")
 
-# Everything a DDI poll needs about each serial in $2 (one project, $1), one index lookup per serial:
-# LIMIT keeps the planner from flattening the lateral subquery into a join that, under a generic
-# plan, scans the project's devices.
-_STATES_SQL = """
-SELECT u.serial, s.* FROM unnest($2::text[]) AS u(serial) CROSS JOIN LATERAL (
-SELECT d.id, d.hardware_version, d.ddi_software_type, d.ddi_token_hash, d.ddi_config_requested,
-       coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
-                 WHERE s.device_id = d.id), '{}') AS versions,
-       coalesce((SELECT json_agg(json_build_object(
-                     'id', a.id, 'release_id', a.release_id, 'payload_id', a.payload_id,
-                     'software_type', a.software_type, 'version', a.version, 'status', a.status,
-                     'cancel_rejected', a.cancel_rejected, 'retrieved', a.retrieved_at IS NOT NULL))
-                 FROM device_actions a WHERE a.device_id = d.id AND a.status IN ('open', 'canceling')),
-                '[]') AS open_actions,
-       coalesce((SELECT json_agg(json_build_object('id', i.id, 'software_type', i.software_type,
-                                                   'payload_id', i.payload_id))
-                 FROM (SELECT DISTINCT ON (software_type) id, software_type, payload_id FROM device_actions
-                       WHERE device_id = d.id AND status = 'succeeded'
-                       ORDER BY software_type, id DESC) i), '[]') AS installed,
-       coalesce((SELECT array_agg(DISTINCT a.release_id) FROM device_actions a
-                 WHERE a.device_id = d.id AND a.status = 'failed' AND a.retried_at IS NULL
-                   AND a.release_id IS NOT NULL), '{}') AS blocked
-FROM devices d WHERE d.project_id = $1 AND d.serial = u.serial
-LIMIT 1) s
-"""
-
-
 async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[str, asyncpg.Record]:
     """Everything a DDI poll needs about each of these devices of one project, in one round trip,
-    by serial (unknown serials are absent)."""
-    return {r["serial"]: r for r in await conn.fetch(_STATES_SQL, project_id, serials)}
+    by serial (unknown serials are absent). The query is the function `ddi_device_states` in schema.sql."""
+    rows = await conn.fetch("SELECT * FROM ddi_device_states($1, $2)", project_id, serials)
+    return {r["serial"]: r for r in rows}
 
 
 async def ensure_device(conn, project_id: int, serial: str, hardware_version: str | None) -> int:
