@@ -22,6 +22,7 @@ class Settings:
     flush_interval: float = 1.0              # check-in write-behind period (seconds)
     checkin_buffer_max: int = 50_000
     last_seen_granularity: float = 300.0     # rewrite last_seen at most this often per device
+    ddi_cache_size: int = 200_000            # DDI device states kept per worker (LRU)
     max_upload_size: int = 2 * 1024**3
     url_ttl: int = 6 * 3600                  # signed download URLs
     upload_ttl: int = 3600
@@ -55,6 +56,7 @@ class Settings:
             max_upload_size=_env_int("OTA_MAX_UPLOAD_SIZE", cls.max_upload_size),
             grace_period=float(os.environ.get("OTA_GRACE_PERIOD", cls.grace_period)),
             max_inflight=_env_int("OTA_MAX_INFLIGHT", cls.max_inflight),
+            ddi_cache_size=_env_int("OTA_DDI_CACHE_SIZE", cls.ddi_cache_size),
             accel_redirect=os.environ.get("OTA_ACCEL_REDIRECT") or None,
             listen_mode=os.environ.get("OTA_LISTEN_MODE", cls.listen_mode),
             bootstrap={k: os.environ[f"OTA_{k.upper()}"] for k in

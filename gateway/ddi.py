@@ -76,6 +76,7 @@ async def device_state(app: web.Application, project_id: int, serial: str) -> De
         generation = cache.generation
         state = state_from_row(await app[DDI_LOADER].load(project_id, serial))
         cache.loads += 1
+        METRICS.inc("ota_gateway_ddi_state_loads")
         cache.put((project_id, serial), state, generation)
     return state
 
@@ -636,10 +637,11 @@ async def artifact(request: web.Request) -> web.StreamResponse:
 
 async def _attach_cache(app: web.Application) -> None:
     app[MIRROR].hooks.append(app[DDI_CACHE].on_message)
+    METRICS.gauge_fns["ota_gateway_ddi_cached_devices"] = app[DDI_CACHE].__len__
 
 
 def setup(app: web.Application) -> None:
-    app[DDI_CACHE] = DeviceCache()
+    app[DDI_CACHE] = DeviceCache(app[SETTINGS].ddi_cache_size)
     app[DDI_LOADER] = StateLoader(lambda: app[POOL])
     app.on_startup.append(_attach_cache)  # after the cleanup contexts: the mirror exists by then
     for root in ("", MEMFAULT_ROOT):

@@ -26,6 +26,8 @@ COUNTERS = {
     "ota_gateway_checkins_written": ("Check-in rows written to the database", ()),
     "ota_gateway_artifact_bytes": ("Artifact bytes sent (body bytes of 200/206 answers)", ()),
     "ota_gateway_mirror_reloads": ("Mirror reloads after database notifications", ()),
+    "ota_gateway_ddi_state_loads": ("DDI device states read from the database (a device's first poll in a "
+                                    "process, or one evicted from or invalidated in its cache)", ()),
 }
 HISTOGRAMS = {
     "ota_gateway_http_request_duration_seconds": ("HTTP request latency by route template", ("route",),
@@ -45,6 +47,8 @@ GAUGES = {
     "ota_gateway_mirror_device_exceptions": (
         "Devices held in memory because they deviate from their cohort default", max),
     "ota_gateway_workers": ("Gateway worker processes reporting", sum),
+    "ota_gateway_ddi_cached_devices": ("DDI device states held in memory, summed over processes "
+                                       "(each process holds at most OTA_DDI_CACHE_SIZE)", sum),
 }
 
 

@@ -446,6 +446,18 @@ async def test_steady_state_ddi_poll_makes_no_database_round_trip(released):
     assert seen, "the query logger must see the reload, or the proof above proves nothing"
 
 
+async def test_state_loads_and_cached_devices_are_metrics(released):
+    from test_metrics import samples
+
+    before = samples(await (await released.get("/metrics")).text())
+    for serial in ("LOADM1", "LOADM2"):
+        for _ in range(3):  # one load each; the repeats are answered from memory
+            await poll(released, serial)
+    m = samples(await (await released.get("/metrics")).text())
+    assert m["ota_gateway_ddi_state_loads_total"] - before.get("ota_gateway_ddi_state_loads_total", 0) == 2
+    assert m["ota_gateway_ddi_cached_devices"] == len(released.server.app[DDI_CACHE]) >= 2
+
+
 async def test_polls_are_counted_and_inspect_shows_the_ddi_answer(released):
     await ready_device(released, "INSP1")
     r = await released.get("/metrics")
