@@ -19,7 +19,7 @@ import asyncpg
 from . import store
 from .aio import cancel_and_wait
 from .metrics import METRICS
-from .seen import SeenTable
+from .seen import DEFAULT_ENTRIES, table as written_table
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +29,17 @@ _SLICE = 2_000  # rows per write statement: the event loop is blocked while one 
 
 class CheckinBuffer:
     def __init__(self, pool: asyncpg.Pool | None, *, interval: float = 1.0, max_size: int = 50_000,
-                 last_seen_granularity: float = 300.0, remember: int = 2_000_000, parallel: int = 2):
+                 last_seen_granularity: float = 300.0, remember: int = DEFAULT_ENTRIES, parallel: int = 2):
         self.pool = pool
         self.interval = interval
         self.max_size = max_size
         self.last_seen_granularity = last_seen_granularity
         self.parallel = parallel  # connections a flush writes on at once
         self._rows: dict[tuple[int, str, str], tuple] = {}
-        # what the database holds per device, as far as this process knows: hash of (hardware,
-        # version) and when it was written; filled by our flushes and `preload`, bounded by `remember`
-        self._written = SeenTable(max_entries=remember)
+        # what the database holds per device, as far as the gateway knows: hash of (hardware,
+        # version) and when it was written; filled by the flushes and `preload`s of every worker
+        # (the table is shared between the forked workers), bounded by `remember`
+        self._written = written_table(remember)
         self.preloaded = 0
         self.skipped = 0
         self._oldest = 0.0  # when the oldest check-in now buffered arrived
@@ -57,7 +58,7 @@ class CheckinBuffer:
         return len(self._rows)
 
     def known(self) -> int:
-        """Check-in keys whose stored state this process knows (written here or preloaded)."""
+        """Check-in keys whose stored state the gateway knows (written or preloaded by any worker)."""
         return len(self._written)
 
     def add(self, project_id: int, serial: str, hardware_version: str | None, software_type: str,

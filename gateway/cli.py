@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from . import __version__, cli_client, store
+from . import __version__, cli_client, seen, store
 from .config import Settings
 from .pgembed import EmbeddedPostgres, PostgresUnavailable
 from .tokens import hash_user_secret
@@ -100,6 +100,8 @@ class Supervisor:
         # "reuseport": a socket per worker, the kernel spreads connections evenly (faster under
         # load, but connections queued to a stopping worker are reset)
         self.sock = _listen_socket(settings) if settings.listen_mode == "shared" else None
+        # the check-in written state, shared by every worker forked from here (and their successors)
+        seen.share()
         self.children: dict[int, int] = {}  # pid -> slot
         self.started: dict[int, float] = {}  # pid -> monotonic start time
         self.backoff = 0.2

@@ -40,8 +40,8 @@ HISTOGRAMS = {
 # those take the max; buffers are per worker, so they add up)
 GAUGES = {
     "ota_gateway_checkin_buffer_depth": ("Check-ins waiting in the write-behind buffers", sum),
-    "ota_gateway_checkin_known_devices": ("Device check-ins whose stored state each process knows (no rewrite "
-                                          "needed), summed over processes", sum),
+    "ota_gateway_checkin_known_devices": ("Device check-ins whose stored state the gateway knows (no rewrite "
+                                          "needed); the workers share one table", max),
     "ota_gateway_checkin_oldest_age_seconds": ("Age of the oldest buffered check-in (write-behind lag)", max),
     "ota_gateway_mirror_projects": ("Projects loaded in the in-memory mirror", max),
     "ota_gateway_mirror_device_exceptions": (

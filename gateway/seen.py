@@ -7,8 +7,10 @@ per slot (key hash, value hash, seconds), ~40 bytes a device at its load factor.
 """
 from __future__ import annotations
 
+import mmap
 from array import array
 
+DEFAULT_ENTRIES = 2_000_000
 _EPOCH = 1_600_000_000  # seconds are stored from here in 32 bits (good until 2088)
 _MIN_SLOTS = 1 << 14
 
@@ -94,3 +96,57 @@ class SeenTable:
         for k, v, t in zip(keys, vals, times):
             if k:
                 self.put(k, v, t + _EPOCH)
+
+
+class SharedSeenTable(SeenTable):
+    """A SeenTable of fixed size in anonymous shared memory, seen by every process forked after it
+    is made: what one worker wrote, the others know, and a restarted worker starts with it.
+
+    Processes do not lock. Slots are 8-byte aligned words (a write is never torn); an entry whose
+    key, value and time were written by two processes at once reads as "not written" (costing one
+    needless write) or, with a hash collision of its value, as written by the other process."""
+
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES):
+        self.max_entries = max_entries
+        slots = _slots(max_entries)
+        self._mm = mmap.mmap(-1, 8 + 20 * slots)  # MAP_SHARED | MAP_ANONYMOUS: kept across fork
+        view = memoryview(self._mm)
+        self._count = view[:8].cast("q")
+        self._keys = view[8:8 + 8 * slots].cast("q")
+        self._vals = view[8 + 8 * slots:8 + 16 * slots].cast("q")
+        self._times = view[8 + 16 * slots:].cast("i")
+        self._mask = slots - 1
+
+    @property
+    def size(self) -> int:
+        return self._count[0]
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._count[0] = value
+
+    def clear(self) -> None:
+        zero = bytes(1 << 20)
+        for off in range(0, len(self._mm), len(zero)):
+            end = min(off + len(zero), len(self._mm))
+            self._mm[off:end] = zero[:end - off]
+
+    def reserve(self, entries: int) -> None:
+        """Sized for `max_entries` from the start."""
+
+    def _grow(self) -> None:
+        self.clear()  # only reached when full: bounded, like a private table
+
+
+_shared: SharedSeenTable | None = None
+
+
+def share(max_entries: int = DEFAULT_ENTRIES) -> None:
+    """Make the table that processes forked from now on use (call before forking workers)."""
+    global _shared
+    _shared = SharedSeenTable(max_entries)
+
+
+def table(max_entries: int = DEFAULT_ENTRIES) -> SeenTable:
+    """The shared table if this process was forked after `share`, else a private one."""
+    return _shared if _shared is not None else SeenTable(max_entries)

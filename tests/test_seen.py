@@ -49,3 +49,35 @@ def test_bounded():
         t.put(i * 7919, i, 1_700_000_000)
     assert len(t) <= 20_000
     assert t.get(50_000 * 7919, 50_000, 1_700_000_001, G)  # the newest survive a reset
+
+
+def test_shared_table_is_seen_by_forked_processes():
+    import os
+
+    from gateway.seen import SharedSeenTable
+
+    t = SharedSeenTable(max_entries=50_000)
+    t.put(11, 1, 1_700_000_000)
+    pid = os.fork()
+    if pid == 0:  # a worker: learns what the parent wrote, writes its own
+        code = 0 if t.get(11, 1, 1_700_000_001, G) else 3
+        for i in range(1, 1001):
+            t.put(1_000 + i, i, 1_700_000_000)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(t) == 1001
+    assert all(t.get(1_000 + i, i, 1_700_000_001, G) for i in range(1, 1001))
+
+
+def test_shared_table_is_bounded_and_clears():
+    from gateway.seen import SharedSeenTable
+
+    t = SharedSeenTable(max_entries=20_000)
+    slots = t.nbytes
+    for i in range(1, 50_001):
+        t.put(i * 7919, i, 1_700_000_000)
+    assert len(t) <= 20_000 and t.nbytes == slots  # fixed size: full means cleared, never grown
+    assert t.get(50_000 * 7919, 50_000, 1_700_000_001, G)
+    t.reserve(10_000_000)
+    assert t.nbytes == slots
