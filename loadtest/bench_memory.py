@@ -39,6 +39,13 @@ def rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (the workers' common check-in table) split between
+    the processes that map them, so the workers' PSS add up to what they use together."""
+    m = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
+    return int(m.group(1)) / 1024
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
@@ -68,12 +75,13 @@ def main() -> int:
                             "OTA_DEVICES": str(args.polls)}, capture_output=True, timeout=duration + 30)
         time.sleep(2)
         loaded = {p: rss_mb(p) for p in workers}
+        pss = {p: pss_mb(p) for p in workers}
         after = stack.metric(base, "ota_gateway_checkin_known_devices")
         print(f"device exceptions in each worker's mirror: {exceptions:,.0f}; check-in states known "
               f"(all workers): {known:,.0f} idle, {after:,.0f} after polls")
-        print(f"{'worker':>8}{'RSS idle MB':>14}{'RSS after polls MB':>22}")
+        print(f"{'worker':>8}{'RSS idle MB':>14}{'RSS after polls MB':>22}{'PSS after polls MB':>22}")
         for p in workers:
-            print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}")
+            print(f"{p:>8}{idle[p]:>14.1f}{loaded[p]:>22.1f}{pss[p]:>22.1f}")
     finally:
         stack.stop(proc)
     return 0
