@@ -1,9 +1,11 @@
-"""What the database already holds for each device check-in, kept compactly per process.
+"""What the database already holds for each device check-in, kept compactly.
 
 A poll that reports what was last written (same hardware and version, written less than the
 last-seen granularity ago) needs no write. Remembering that for a million-device fleet in a dict
 of tuples would cost ~250 bytes a device; this open-addressing table keeps three machine words
-per slot (key hash, value hash, seconds), ~40 bytes a device at its load factor.
+per slot (key hash, value hash, seconds), ~48 bytes a device at its load factor. A slot's three
+words sit next to each other: a lookup in a table far larger than the CPU caches costs one cache
+miss, not one per word.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import mmap
 from array import array
 
 DEFAULT_ENTRIES = 2_000_000
-_EPOCH = 1_600_000_000  # seconds are stored from here in 32 bits (good until 2088)
+_EPOCH = 1_600_000_000  # seconds are stored from here
 _MIN_SLOTS = 1 << 14
+_W = 3  # words per slot: key hash (0: empty), value hash, seconds since _EPOCH
 
 
 def _slots(entries: int) -> int:
@@ -25,14 +28,12 @@ def _slots(entries: int) -> int:
 class SeenTable:
     """Map of 64-bit key hashes to (64-bit value hash, time written), bounded by `max_entries`."""
 
-    def __init__(self, max_entries: int = 2_000_000, expected: int = 0):
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES, expected: int = 0):
         self.max_entries = max_entries
         self._alloc(_slots(min(expected, max_entries)))
 
     def _alloc(self, slots: int) -> None:
-        self._keys = array("q", bytes(8 * slots))  # 0 marks an empty slot
-        self._vals = array("q", bytes(8 * slots))
-        self._times = array("i", bytes(4 * slots))
+        self._words = array("q", bytes(8 * _W * slots))
         self._mask = slots - 1
         self.size = 0
 
@@ -41,80 +42,87 @@ class SeenTable:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.itemsize * len(a) for a in (self._keys, self._vals, self._times))
+        return self._words.itemsize * len(self._words)
+
+    @property
+    def slots(self) -> int:
+        return self._mask + 1
 
     def clear(self) -> None:
         self._alloc(_MIN_SLOTS)
 
     def reserve(self, entries: int) -> None:
         """Size the table for `entries` at once (a preload), instead of growing step by step."""
-        if 2 * entries > len(self._keys):
-            old = (self._keys, self._vals, self._times)
+        if 2 * entries > self.slots:
+            old = self._words
             self._alloc(_slots(entries))
-            self._reinsert(*old)
+            self._reinsert(old)
 
     def get(self, key: int, value: int, now: float, max_age: float) -> bool:
         """Whether `value` is what was written for `key`, less than `max_age` seconds before `now`."""
         key = key or 1
-        keys, mask = self._keys, self._mask
-        i = key & mask
+        words, mask = self._words, self._mask
+        j = key & mask
         while True:
-            k = keys[i]
+            i = j * _W
+            k = words[i]
             if k == key:
-                return self._vals[i] == value and now - (self._times[i] + _EPOCH) < max_age
+                return words[i + 1] == value and now - (words[i + 2] + _EPOCH) < max_age
             if k == 0:
                 return False
-            i = (i + 1) & mask
+            j = (j + 1) & mask
 
     def put(self, key: int, value: int, when: float) -> None:
         """Remember that `value` was written for `key` at `when` (seconds since the Unix epoch)."""
         key = key or 1
-        if 2 * (self.size + 1) > len(self._keys):
+        if 2 * (self.size + 1) > self.slots:
             if self.size + 1 > self.max_entries:
                 self.clear()  # bounded memory; the cost is one extra write per device
             else:
                 self._grow()
-        keys, mask = self._keys, self._mask
-        i = key & mask
+        words, mask = self._words, self._mask
+        j = key & mask
         while True:
-            k = keys[i]
+            i = j * _W
+            k = words[i]
             if k == key or k == 0:
+                # value and time before the key: another process reading the slot meanwhile sees
+                # either no entry or a whole one (or, racing on the same key, a mixed one)
+                words[i + 1] = value
+                words[i + 2] = max(0, int(when) - _EPOCH)
                 if k == 0:
-                    keys[i] = key
+                    words[i] = key
                     self.size += 1
-                self._vals[i] = value
-                self._times[i] = max(0, min(int(when) - _EPOCH, 2**31 - 1))
                 return
-            i = (i + 1) & mask
+            j = (j + 1) & mask
 
     def _grow(self) -> None:
-        old = (self._keys, self._vals, self._times)
-        self._alloc(len(self._keys) * 2)
-        self._reinsert(*old)
+        old = self._words
+        self._alloc(self.slots * 2)
+        self._reinsert(old)
 
-    def _reinsert(self, keys: array, vals: array, times: array) -> None:
-        for k, v, t in zip(keys, vals, times):
-            if k:
-                self.put(k, v, t + _EPOCH)
+    def _reinsert(self, words) -> None:
+        for i in range(0, len(words), _W):
+            if words[i]:
+                self.put(words[i], words[i + 1], words[i + 2] + _EPOCH)
 
 
 class SharedSeenTable(SeenTable):
     """A SeenTable of fixed size in anonymous shared memory, seen by every process forked after it
     is made: what one worker wrote, the others know, and a restarted worker starts with it.
 
-    Processes do not lock. Slots are 8-byte aligned words (a write is never torn); an entry whose
-    key, value and time were written by two processes at once reads as "not written" (costing one
-    needless write) or, with a hash collision of its value, as written by the other process."""
+    Processes do not lock. Every word is 8-byte aligned (a write is never torn) and an entry's
+    key is written last, so a reader sees no entry or a whole one; two processes writing the same
+    key at once can leave one's value with the other's time, which at worst costs a needless write
+    or skips a last_seen refresh until the next one."""
 
     def __init__(self, max_entries: int = DEFAULT_ENTRIES):
         self.max_entries = max_entries
         slots = _slots(max_entries)
-        self._mm = mmap.mmap(-1, 8 + 20 * slots)  # MAP_SHARED | MAP_ANONYMOUS: kept across fork
+        self._mm = mmap.mmap(-1, 8 + 8 * _W * slots)  # MAP_SHARED | MAP_ANONYMOUS: kept across fork
         view = memoryview(self._mm)
         self._count = view[:8].cast("q")
-        self._keys = view[8:8 + 8 * slots].cast("q")
-        self._vals = view[8 + 8 * slots:8 + 16 * slots].cast("q")
-        self._times = view[8 + 16 * slots:].cast("i")
+        self._words = view[8:].cast("q")
         self._mask = slots - 1
 
     @property

@@ -1,7 +1,7 @@
 """Profile of the poll path: py-spy samples one gateway worker while wrk drives a device route,
 then prints where the worker's time goes, by module group and by function (self time).
 
-    .venv/bin/python loadtest/profile_poll.py [--route url|latest|ddi] [--duration 10]
+    .venv/bin/python loadtest/profile_poll.py [--route url|latest|ddi] [--duration 10] [--data-dir /tmp/ota-1m]
 
 Starts its own embedded PostgreSQL and a one-worker gateway on 127.0.0.1 (seeded like
 bench_poll.py). Needs `py-spy` (`.venv/bin/pip install -e .[bench]`) and permission to ptrace.
@@ -84,26 +84,28 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=5, help="seconds of unmeasured polling first")
     ap.add_argument("--raw", help="also keep py-spy's collapsed stacks in this file")
+    ap.add_argument("--data-dir", help="a data dir seeded by loadtest/seed.py (its 'bench' project): no seeding")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not shutil.which("wrk") or not os.path.exists(spy):
         print("wrk and py-spy are required: apt-get install wrk; .venv/bin/pip install -e .[bench]",
               file=sys.stderr)
         return 2
-    tmp = tempfile.mkdtemp(prefix="ota-profile-")
+    tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-profile-")
     procs: list[subprocess.Popen] = []
     try:
         base, gw = stack.serve(tmp, workers=1, env={
             "OTA_ORG": bench_poll.ORG, "OTA_PROJECT": bench_poll.PROJECT,
             "OTA_ORG_TOKEN": bench_poll.TOKEN, "OTA_PROJECT_KEY": bench_poll.KEY})
         procs.append(gw)
-        asyncio.run(bench_poll.seed(base))
+        if not args.data_dir:
+            asyncio.run(bench_poll.seed(base))
         wenv = {"OTA_KEY": bench_poll.KEY, "OTA_DEVICES": str(args.devices)}
         path = ROUTES[args.route]
         bench_poll.wrk(base, path, args.warmup, 64, wenv)  # warm-up: the fleet registers, caches fill
         workers = subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split()
         pid = next(p for p in workers if "gateway" in Path(f"/proc/{p}/cmdline").read_text())
-        out = os.path.join(tmp, "profile.txt")
+        out = os.path.join(tempfile.gettempdir(), f"ota-profile-{os.getpid()}.txt")
         spy_proc = subprocess.Popen([spy, "record", "--pid", pid, "--rate", str(args.rate), "--duration",
                                      str(args.duration), "--format", "raw", "--output", out, "--nonblocking"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,10 +116,12 @@ def main() -> int:
         raw = Path(out).read_text() if os.path.exists(out) else ""
         if args.raw:
             Path(args.raw).write_text(raw)
+        Path(out).unlink(missing_ok=True)
         summarize(raw, args.top)
     finally:
         stack.stop(*procs)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.data_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

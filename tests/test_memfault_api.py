@@ -251,9 +251,9 @@ async def test_preload_sizes_the_state_table_for_the_whole_fleet(released):
         await pool.execute("ANALYZE device_software")
         fresh = CheckinBuffer(pool, last_seen_granularity=300)
         await fresh.preload()
-        slots = len(fresh._written._keys)
+        slots = fresh._written.slots
         for i in range(n):  # the fleet checks back in
             fresh._written.put(i + 1, 1, 0)
-        assert len(fresh._written._keys) == slots  # no growth
+        assert fresh._written.slots == slots  # no growth
     finally:
         await pool.execute("DELETE FROM devices WHERE serial LIKE 'BULK-%'")
