@@ -320,7 +320,8 @@ CREATE INDEX IF NOT EXISTS device_action_feedback_action ON device_action_feedba
 -- connection: as a plain statement it was planned again on every call (~0.25 ms, longer than it
 -- runs), because unnest's guessed row count makes a reusable plan look ten times dearer. One index
 -- lookup per serial: LIMIT keeps the planner from flattening the lateral subquery into a join that,
--- under a reusable plan, scans the project's devices.
+-- under a reusable plan, scans the project's devices. (CREATE OR REPLACE cannot change the columns it
+-- returns: a change there needs a new name, so that running gateways keep the old one.)
 CREATE OR REPLACE FUNCTION ddi_device_states(p_project bigint, p_serials text[])
 RETURNS TABLE (serial text, id bigint, hardware_version text, ddi_software_type text, ddi_token_hash text,
                ddi_config_requested boolean, versions json, open_actions json, installed json, blocked bigint[])
