@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _MEMO_LIMIT = 10_000  # decisions remembered per project view
 _MEMO_VERSION_LEN = 64  # longer reported versions are resolved every time, not remembered
-SERIAL_RE_TEXT = re.compile(r"^[-a-zA-Z0-9_]{1,128}$")
+SERIAL_RE_TEXT = re.compile(r"[-a-zA-Z0-9_]{1,128}\Z")  # \Z: "$" would also take a trailing newline
 
 
 @dataclass(slots=True)

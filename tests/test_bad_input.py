@@ -11,7 +11,7 @@ import pytest
 from conftest import PROJECT, PROJECT_KEY, P, auth_headers, deploy, upload_release
 from yarl import URL
 
-from gateway.appkeys import MIRROR, POOL
+from gateway.appkeys import CHECKINS, MIRROR, POOL
 
 A = auth_headers()
 KEY = {"Memfault-Project-Key": PROJECT_KEY}
@@ -238,3 +238,15 @@ async def test_malformed_signed_url_parameters(released, e, s):
     up = (await (await released.post(P + "/upload", json={}, headers=A)).json())["data"]
     await error_of(await released.put(up["upload_url"].split("gw.test:8080", 1)[1].split("?")[0], params=params,
                                       data=b"x"), 403, "signature")
+
+
+async def test_a_serial_with_a_trailing_newline_is_refused_everywhere(released):
+    """A line end after a valid serial (%0A) must not slip past the serial pattern and create a device."""
+    r = await released.get("/api/v0/releases/latest", params={**POLL, "device_serial": "NL1\n"}, headers=KEY)
+    await error_of(r, 400, "device_serial")
+    gw = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
+    await error_of(await released.get(f"/{PROJECT}/controller/v1/NL2%0A", headers=gw), 400, "controllerId")
+    r = await released.post(P + "/devices", json={"device_serial": "NL3\n", "hardware_version": "bad-hw"}, headers=A)
+    await error_of(r, 400, "device_serial")
+    await released.server.app[CHECKINS].flush()
+    assert await released.server.app[POOL].fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'NL%'") == 0
