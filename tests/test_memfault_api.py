@@ -220,6 +220,19 @@ async def test_a_new_process_learns_recent_checkins_and_does_not_rewrite_them(re
     assert (len(fresh), fresh.skipped) == (2, 1)
 
 
+async def test_a_restarted_worker_skips_the_preload_the_shared_table_already_holds(released):
+    from gateway.checkins import CheckinBuffer
+
+    app = released.server.app
+    await released.get(LATEST, params=q(serial="PRELOAD-SHARED"), headers=KEY)
+    await app[CHECKINS].flush()
+    first = CheckinBuffer(app[POOL], last_seen_granularity=300)
+    assert await first.preload() >= 1
+    again = CheckinBuffer(app[POOL], last_seen_granularity=300)
+    again._written = first._written  # as a worker forked after the table was filled
+    assert await again.preload() == 0 and again.known() == first.known()
+
+
 async def test_preload_covers_devices_that_never_reported_a_version(released):
     from gateway.checkins import CheckinBuffer
 
