@@ -112,12 +112,12 @@ class CheckinBuffer:
         try:
             async with self.pool.acquire() as conn:
                 room = self._written.max_entries
-                # sized for the whole fleet, not just its recent part: growing the table later
-                # rehashes it in Python, a pause of up to a second at a million devices (e.g. when a
-                # fleet comes back after an outage longer than the granularity)
                 recent = await store.count_recent_checkins(conn, self.last_seen_granularity)
                 if recent and len(self._written) >= min(recent, room):
                     return 0  # a restarted worker: the table the workers share knows them already
+                # sized for the whole fleet, not just its recent part: growing the table later
+                # rehashes it in Python, a pause of up to a second at a million devices (e.g. when a
+                # fleet comes back after an outage longer than the granularity)
                 self._written.reserve(min(max(recent, await store.estimated_checkin_keys(conn)), room))
                 async for pid, serial, sw, hw, version, seen in store.recent_checkins(conn, self.last_seen_granularity):
                     if self.preloaded >= room:

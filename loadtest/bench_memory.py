@@ -22,18 +22,6 @@ import stack  # noqa: E402
 KEY = "benchkey0000000000000000000000000"
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return sorted(out)
-
-
 def rss_mb(pid: int) -> float:
     m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024
@@ -65,7 +53,7 @@ def main() -> int:
         while args.fleet_seen_now and time.monotonic() < deadline and (known == 0 or known != previous):
             time.sleep(2)
             known, previous = stack.metric(base, "ota_gateway_checkin_known_devices"), known
-        workers = [p for p in children(proc.pid) if "postgres" not in Path(f"/proc/{p}/cmdline").read_text()]
+        workers = stack.workers(proc.pid)
         idle = {p: rss_mb(p) for p in workers}
         exceptions = stack.metric(base, "ota_gateway_mirror_device_exceptions")
         # poll with many distinct serials: the check-in buffers and the written-state cache fill up

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,8 @@ import stack  # noqa: E402
 from gateway.pgembed import free_port  # noqa: E402
 
 ORG, PROJECT, TOKEN, KEY = "bench-org", "bench", "oat_bench_token", "benchkey0000000000000000000000000"
+# the gateway creates these at start (what seed.py seeds has the same names)
+BOOTSTRAP = {"OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN, "OTA_PROJECT_KEY": KEY}
 
 
 async def seed(base: str, releases: int = 5) -> None:
@@ -113,15 +114,19 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is required: apt-get install wrk", file=sys.stderr)
         return 2
-    tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-bench-")
+    with stack.scratch_dir(args.data_dir, "ota-bench-") as tmp:
+        return measure(args, tmp)
+
+
+def measure(args: argparse.Namespace, tmp: str) -> int:
+    """Start the gateway (on `tmp`) and the hello app, and print every table."""
     if args.fleet_seen_now and args.data_dir and not args.database_url:
         import seed as seed_tool
         print(f"marked {seed_tool.mark_seen(args.data_dir):,} devices as seen now")
     procs: list[subprocess.Popen] = []
     try:
         # without --database-url the gateway runs its own embedded PostgreSQL in the data dir
-        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env={
-            "OTA_ORG": ORG, "OTA_PROJECT": PROJECT, "OTA_ORG_TOKEN": TOKEN, "OTA_PROJECT_KEY": KEY})
+        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env=BOOTSTRAP)
         procs.append(gw)
         hport = free_port()
         procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
@@ -184,8 +189,6 @@ def main() -> int:
                       f"{r['connections']:>7}{r['gap_ms']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
     finally:
         stack.stop(*procs)
-        if not args.data_dir:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -91,37 +91,29 @@ def main() -> int:
         print("wrk and py-spy are required: apt-get install wrk; .venv/bin/pip install -e .[bench]",
               file=sys.stderr)
         return 2
-    tmp = args.data_dir or tempfile.mkdtemp(prefix="ota-profile-")
-    procs: list[subprocess.Popen] = []
-    try:
-        base, gw = stack.serve(tmp, workers=1, env={
-            "OTA_ORG": bench_poll.ORG, "OTA_PROJECT": bench_poll.PROJECT,
-            "OTA_ORG_TOKEN": bench_poll.TOKEN, "OTA_PROJECT_KEY": bench_poll.KEY})
-        procs.append(gw)
-        if not args.data_dir:
-            asyncio.run(bench_poll.seed(base))
-        wenv = {"OTA_KEY": bench_poll.KEY, "OTA_DEVICES": str(args.devices)}
-        path = ROUTES[args.route]
-        bench_poll.wrk(base, path, args.warmup, 64, wenv)  # warm-up: the fleet registers, caches fill
-        workers = subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split()
-        pid = next(p for p in workers if "gateway" in Path(f"/proc/{p}/cmdline").read_text())
-        out = os.path.join(tempfile.gettempdir(), f"ota-profile-{os.getpid()}.txt")
-        spy_proc = subprocess.Popen([spy, "record", "--pid", pid, "--rate", str(args.rate), "--duration",
-                                     str(args.duration), "--format", "raw", "--output", out, "--nonblocking"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        result = bench_poll.wrk(base, path, args.duration, 64, wenv)
-        spy_proc.wait(args.duration + 30)
+    with stack.scratch_dir(args.data_dir, "ota-profile-") as tmp, tempfile.TemporaryDirectory() as scratch:
+        base, gw = stack.serve(tmp, workers=1, env=bench_poll.BOOTSTRAP)
+        try:
+            if not args.data_dir:
+                asyncio.run(bench_poll.seed(base))
+            wenv = {"OTA_KEY": bench_poll.KEY, "OTA_DEVICES": str(args.devices)}
+            path = ROUTES[args.route]
+            bench_poll.wrk(base, path, args.warmup, 64, wenv)  # warm-up: the fleet registers, caches fill
+            [pid] = stack.workers(gw.pid)
+            out = os.path.join(scratch, "profile.txt")
+            spy_proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
+                                         str(args.duration), "--format", "raw", "--output", out, "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            result = bench_poll.wrk(base, path, args.duration, 64, wenv)
+            spy_proc.wait(args.duration + 30)
+        finally:
+            stack.stop(gw)
         print(f"route {path}, 1 worker: {result['rps']:.0f} req/s while sampled (p50 {result['p50']:.2f} ms)")
         raw = Path(out).read_text() if os.path.exists(out) else ""
         if args.raw:
             Path(args.raw).write_text(raw)
-        Path(out).unlink(missing_ok=True)
         summarize(raw, args.top)
-    finally:
-        stack.stop(*procs)
-        if not args.data_dir:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

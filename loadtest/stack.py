@@ -2,10 +2,13 @@
 (embedded PostgreSQL) or a given DATABASE_URL, waited for until /readyz answers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,17 +41,49 @@ def serve(data_dir: str, *, workers: int = 2, database_url: str | None = None,
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def scratch_dir(data_dir: str | None, prefix: str):
+    """`data_dir` when given (kept), else a new temporary directory (removed afterwards)."""
+    if data_dir:
+        yield data_dir
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid` (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # exited meanwhile
+            pass
+    return sorted(out)
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("postgres")
+    except OSError:
+        return False
+
+
+def workers(gateway_pid: int) -> list[int]:
+    """The worker processes of a gateway started by `serve` (its embedded PostgreSQL is a child too)."""
+    return [p for p in children(gateway_pid) if not _is_postgres(p)]
+
+
 def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (Linux /proc)."""
+    """`pid` and all its descendants."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:  # exited meanwhile
-                pass
+        todo += children(p)
     return out
 
 
@@ -57,11 +92,11 @@ def pin(pid: int, server_cpus: set[int], other_cpus: set[int]) -> None:
     it started on `other_cpus`, so that a load generator pinned there does not take the
     workers' cores."""
     for p in process_tree(pid):
+        cpus = other_cpus if _is_postgres(p) else server_cpus
         try:
-            name = Path(f"/proc/{p}/comm").read_text().strip()
             for task in Path(f"/proc/{p}/task").glob("*"):
-                os.sched_setaffinity(int(task.name), other_cpus if name.startswith("postgres") else server_cpus)
-        except OSError:
+                os.sched_setaffinity(int(task.name), cpus)
+        except OSError:  # exited meanwhile
             pass
 
 
