@@ -6,8 +6,8 @@ import os
 
 from aiohttp import web
 
-from . import (artifacts, ddi, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight, manage_org,
-               memfault_api, openapi, store)
+from . import (artifacts, ddi, fastroute, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight,
+               manage_org, memfault_api, openapi, store)
 from . import ui
 from .aio import cancel_and_wait
 from .appkeys import CHECKINS, DEVICE, LIMITER, MIRROR, POOL, SETTINGS, SIGNER, DeviceContext
@@ -117,4 +117,5 @@ def init_app(settings: Settings) -> web.Application:
     openapi.setup(app)
     ui.setup(app)  # the web dashboard at /ui/, with its own HTML error pages
     add_route(app, "*", "/{tail:.*}", not_found)  # JSON 404 for anything else
+    fastroute.install(app, "GET", [*memfault_api.POLL_PATHS, ddi.MEMFAULT_ROOT + ddi.BASE, ddi.BASE])
     return app

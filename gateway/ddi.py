@@ -326,8 +326,8 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     state = caller.state
     # the answer is a function of the device state, the project view, the device's exception
     # entry and the URL it came in on: a device polling again unchanged gets the same bytes
-    inputs = (project, project.devices.get(caller.serial), caller.cohort_override,
-              request.match_info.route.resource.canonical, request.match_info["tenant"])
+    match = request.match_info
+    inputs = (project, project.devices.get(caller.serial), caller.cohort_override, match.route, match["tenant"])
     hit = state.rendered
     if hit and hit[0][0] is project and hit[0] == inputs:
         body, headers, reason, sw = hit[1], hit[2], hit[3], hit[4]

@@ -147,6 +147,9 @@ async def latest_url(request: web.Request) -> web.Response:
     return await _poll(request, as_url=True)
 
 
+POLL_PATHS = ("/api/v0/releases/latest/url", "/api/v0/releases/latest")
+
+
 def setup(app: web.Application) -> None:
-    add_route(app, "GET", "/api/v0/releases/latest", latest)
-    add_route(app, "GET", "/api/v0/releases/latest/url", latest_url)
+    add_route(app, "GET", POLL_PATHS[1], latest)
+    add_route(app, "GET", POLL_PATHS[0], latest_url)

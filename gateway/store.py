@@ -28,10 +28,17 @@ async def init_connection(conn: asyncpg.Connection) -> None:
                                   schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (RESET ALL, UNLISTEN *, CLOSE ALL, advisory
+    unlock): one round trip per release, and pooled connections never hold session state (SET
+    LOCAL, transaction-scoped advisory locks, cursors inside transactions; LISTEN is on the
+    mirror's own connection). asyncpg still rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     # command_timeout: a write must fail (503) rather than hang when the database stalls
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection,
-                                     command_timeout=30, timeout=5)
+                                     reset=_keep_session, command_timeout=30, timeout=5)
 
 
 async def apply_schema(conn: asyncpg.Connection) -> None:
