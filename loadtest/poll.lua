@@ -1,7 +1,7 @@
 -- wrk script: device polls with serials, hardware and current versions drawn from a fleet-like
 -- distribution, so answers mix 200 (update available) and 204 (up to date / no hardware).
 -- Set by the runner through environment: OTA_KEY, OTA_PATH (a Memfault route, or "ddi" for the
--- DDI base poll), OTA_DEVICES, and OTA_PACE_MS for a paced run.
+-- DDI base poll) and OTA_DEVICES. openloop.c draws requests from the same distribution.
 local key = os.getenv("OTA_KEY")
 local path = os.getenv("OTA_PATH") or "/api/v0/releases/latest/url"
 local devices = tonumber(os.getenv("OTA_DEVICES") or "100000")
@@ -27,14 +27,4 @@ request = function()
           .. "&software_type=main"
   if v ~= "" then q = q .. "&current_version=" .. v end
   return wrk.format("GET", path .. q, {["Memfault-Project-Key"] = key})
-end
-
--- Paced: each connection waits an exponentially distributed gap (mean OTA_PACE_MS, in wrk's whole
--- milliseconds) before each request, so the connections together send at a set rate whatever the
--- answers' latency, as a fleet does, instead of sending the next request when an answer arrives.
-local pace = tonumber(os.getenv("OTA_PACE_MS") or "0")
-if pace > 0 then
-  delay = function()
-    return math.floor(-math.log(1 - math.random()) * pace + 0.5)
-  end
 end
