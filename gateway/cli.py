@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from . import __version__, cli_client, seen, store
+from . import __version__, cli_client, ddi_shared, seen, store
 from .config import Settings
 from .pgembed import EmbeddedPostgres, PostgresUnavailable
 from .tokens import hash_user_secret
@@ -102,6 +102,8 @@ class Supervisor:
         self.sock = _listen_socket(settings) if settings.listen_mode == "shared" else None
         # the check-in written state, shared by every worker forked from here (and their successors)
         seen.share()
+        # quiet DDI device states, likewise: loaded once per host, not once per worker
+        ddi_shared.share(settings.ddi_shared_size)
         self.children: dict[int, int] = {}  # pid -> slot
         self.started: dict[int, float] = {}  # pid -> monotonic start time
         self.backoff = 0.2

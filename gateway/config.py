@@ -23,6 +23,7 @@ class Settings:
     checkin_buffer_max: int = 50_000
     last_seen_granularity: float = 300.0     # rewrite last_seen at most this often per device
     ddi_cache_size: int = 200_000            # DDI device states kept per worker (LRU)
+    ddi_shared_size: int = 1_000_000         # quiet DDI device states shared by a host's workers
     max_upload_size: int = 2 * 1024**3
     url_ttl: int = 6 * 3600                  # signed download URLs
     upload_ttl: int = 3600
@@ -57,6 +58,7 @@ class Settings:
             grace_period=float(os.environ.get("OTA_GRACE_PERIOD", cls.grace_period)),
             max_inflight=_env_int("OTA_MAX_INFLIGHT", cls.max_inflight),
             ddi_cache_size=_env_int("OTA_DDI_CACHE_SIZE", cls.ddi_cache_size),
+            ddi_shared_size=_env_int("OTA_DDI_SHARED_SIZE", cls.ddi_shared_size),
             accel_redirect=os.environ.get("OTA_ACCEL_REDIRECT") or None,
             listen_mode=os.environ.get("OTA_LISTEN_MODE", cls.listen_mode),
             bootstrap={k: os.environ[f"OTA_{k.upper()}"] for k in

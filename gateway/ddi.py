@@ -20,7 +20,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
-from . import ddi_store, manifests, store
+from . import ddi_shared, ddi_store, manifests, store
 from .appkeys import DEVICE, MIRROR, POOL, SETTINGS, SIGNER
 from .artifacts import BLOBS
 from .ddi_loader import DDI_LOADER, StateLoader
@@ -67,17 +67,19 @@ class Caller:
 
 # -- authentication and per-device state ---------------------------------------------------------
 
-async def device_state(app: web.Application, project_id: int, serial: str) -> DeviceState:
-    """The cached state; loaded from the database on the first poll of a serial in this process."""
+async def device_state(app: web.Application, project: ProjectView, serial: str) -> DeviceState:
+    """The cached state (this process's, else the one the host's processes share); loaded from the
+    database on the first poll of a serial on this host."""
+    project_id = project.id
     cache: DeviceCache = app[DDI_CACHE]
     cache.follow(getattr(app[MIRROR], "reconnects", 0))
-    state = cache.get((project_id, serial))
+    state = cache.get((project_id, serial), project.strings)
     if state is None:
-        generation = cache.generation
+        token = cache.token()
         state = state_from_row(await app[DDI_LOADER].load(project_id, serial))
         cache.loads += 1
         METRICS.inc("ota_gateway_ddi_state_loads")
-        cache.put((project_id, serial), state, generation)
+        cache.put((project_id, serial), state, token)
     return state
 
 
@@ -108,7 +110,7 @@ async def authenticate(request: web.Request) -> Caller | None:
     serial = request.match_info["controllerId"]
     if not SERIAL_RE.match(serial):
         raise BadRequest("controllerId must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
-    state = await device_state(request.app, project.id, serial)
+    state = await device_state(request.app, project, serial)
     if token_hash is not None and not (state.token_hash and hmac.compare_digest(state.token_hash, token_hash)):
         return None
     return Caller(project, serial, override, state)
@@ -207,7 +209,7 @@ async def _resolve(request: web.Request, caller: Caller) -> tuple[str | None, Ac
     if what == "create":
         await _create_action(request, caller, *detail)
         # another process may have created one first: whatever the database now holds wins
-        caller.state = await device_state(request.app, *caller.key)
+        caller.state = await device_state(request.app, caller.project, caller.serial)
         what, action, detail = plan(caller)
         if what not in ("deploymentBase", "cancelAction"):
             return None, None, what
@@ -638,10 +640,11 @@ async def artifact(request: web.Request) -> web.StreamResponse:
 async def _attach_cache(app: web.Application) -> None:
     app[MIRROR].hooks.append(app[DDI_CACHE].on_message)
     METRICS.gauge_fns["ota_gateway_ddi_cached_devices"] = app[DDI_CACHE].__len__
+    METRICS.gauge_fns["ota_gateway_ddi_shared_devices"] = app[DDI_CACHE].shared_len
 
 
 def setup(app: web.Application) -> None:
-    app[DDI_CACHE] = DeviceCache(app[SETTINGS].ddi_cache_size)
+    app[DDI_CACHE] = DeviceCache(app[SETTINGS].ddi_cache_size, ddi_shared.table(app[SETTINGS].ddi_shared_size))
     app[DDI_LOADER] = StateLoader(lambda: app[POOL])
     app.on_startup.append(_attach_cache)  # after the cleanup contexts: the mirror exists by then
     for root in ("", MEMFAULT_ROOT):

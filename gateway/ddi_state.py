@@ -11,8 +11,15 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from .metrics import METRICS
+
+if TYPE_CHECKING:
+    from .ddi_shared import SharedStates
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +75,18 @@ def state_from_row(row) -> DeviceState:
 
 
 class DeviceCache:
-    """Bounded LRU of DeviceState keyed by (project id, serial)."""
+    """Bounded LRU of DeviceState keyed by (project id, serial), in front of the states the
+    host's processes share (`ddi_shared`, when given)."""
 
-    def __init__(self, max_size: int = 200_000):
+    def __init__(self, max_size: int = 200_000, shared: SharedStates | None = None):
         self.max_size = max_size
+        self.shared = shared
         self._items: OrderedDict[tuple[int, str], DeviceState] = OrderedDict()
         # bumped by every invalidation: a load that overlapped one must not be cached
         self.generation = 0
         self.origin = secrets.token_hex(6)
         self.loads = 0
+        self.shared_hits = 0
         self.epoch = 0  # the mirror's reconnect count this cache is valid for
 
     def follow(self, epoch: int) -> None:
@@ -85,20 +95,41 @@ class DeviceCache:
             self.epoch = epoch
             self.generation += 1
             self._items.clear()
+            if self.shared is not None:
+                self.shared.clear()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, key: tuple[int, str]) -> DeviceState | None:
+    def shared_len(self) -> int:
+        return len(self.shared) if self.shared is not None else 0
+
+    def get(self, key: tuple[int, str], learn: Callable[[], Iterable[str]] | None = None) -> DeviceState | None:
+        """The state kept here, else the shared one (`learn`: strings to know it by, see ddi_shared)."""
         state = self._items.get(key)
         if state is not None:
             self._items.move_to_end(key)
+        elif self.shared is not None:
+            state = self.shared.get(*key, learn)
+            if state is not None:
+                self.shared_hits += 1
+                METRICS.inc("ota_gateway_ddi_shared_hits")
+                self._keep(key, state)
         return state
 
-    def put(self, key: tuple[int, str], state: DeviceState, generation: int) -> None:
-        """Cache a state loaded when `generation` was current (dropped if anything was invalidated since)."""
-        if generation != self.generation:
+    def token(self) -> tuple[int, int]:
+        """What `put` checks: no invalidation here, nor in the shared table, since this was taken."""
+        return self.generation, self.shared.generation if self.shared is not None else 0
+
+    def put(self, key: tuple[int, str], state: DeviceState, token: tuple[int, int]) -> None:
+        """Cache a state loaded when `token` was current (dropped if anything was invalidated since)."""
+        if token[0] != self.generation:
             return
+        self._keep(key, state)
+        if self.shared is not None:
+            self.shared.put(*key, state, token[1])
+
+    def _keep(self, key: tuple[int, str], state: DeviceState) -> None:
         self._items[key] = state
         self._items.move_to_end(key)
         if len(self._items) > self.max_size:
@@ -107,6 +138,8 @@ class DeviceCache:
     def invalidate(self, key: tuple[int, str]) -> None:
         self.generation += 1
         self._items.pop(key, None)
+        if self.shared is not None:
+            self.shared.invalidate(*key)
 
     def message(self, project_id: int, serial: str) -> str:
         """The NOTIFY payload telling other processes that this device's state changed."""

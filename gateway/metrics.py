@@ -27,7 +27,10 @@ COUNTERS = {
     "ota_gateway_artifact_bytes": ("Artifact bytes sent (body bytes of 200/206 answers)", ()),
     "ota_gateway_mirror_reloads": ("Mirror reloads after database notifications", ()),
     "ota_gateway_ddi_state_loads": ("DDI device states read from the database (a device's first poll in a "
-                                    "process, or one evicted from or invalidated in its cache)", ()),
+                                    "process that no other process of its host has published, or one "
+                                    "invalidated)", ()),
+    "ota_gateway_ddi_shared_hits": ("DDI device states a process took from the states its host's processes "
+                                    "share, instead of the database", ()),
 }
 HISTOGRAMS = {
     "ota_gateway_http_request_duration_seconds": ("HTTP request latency by route template", ("route",),
@@ -49,6 +52,8 @@ GAUGES = {
     "ota_gateway_workers": ("Gateway worker processes reporting", sum),
     "ota_gateway_ddi_cached_devices": ("DDI device states held in memory, summed over processes "
                                        "(each process holds at most OTA_DDI_CACHE_SIZE)", sum),
+    "ota_gateway_ddi_shared_devices": ("DDI device states in the table the workers share (at most "
+                                       "OTA_DDI_SHARED_SIZE)", max),
 }
 
 

@@ -95,6 +95,12 @@ class ProjectView:
     # override): a fleet shares a handful of these; a view is rebuilt when releases change
     _memo: dict = field(default_factory=dict)
 
+    def strings(self) -> list[str]:
+        """The names a device of this project usually reports: hardware versions, software types,
+        release versions (what ddi_shared needs to read a state another process stored)."""
+        out = [*self.hardware_versions, *self.software_types, *(r.version for r in self.releases.values())]
+        return out + [s for s in (self.ddi_software_type, self.ddi_hardware_version) if s]
+
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
         """What this device gets next: pure lookups, no I/O."""

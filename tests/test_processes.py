@@ -237,3 +237,32 @@ async def test_graceful_restart_and_killed_worker_lose_no_poll(database_url, dat
         out = gw.stop()
     assert gw.proc.returncode == 0, out
     assert polls > 0 and failures == 0, (polls, failures)
+
+
+async def test_workers_share_a_ddi_device_state_loaded_once(database_url, data_dir):
+    """A DDI device polled on many connections (spread over both workers by SO_REUSEPORT) is read
+    from the database once: the worker that did not load it takes it from the shared table."""
+    base = "/api/v0/hawkbit/default/controller/v1/SHAREDDI1"
+    gw = Gateway(database_url, data_dir, workers=2, env={"OTA_LISTEN_MODE": "reuseport"})
+    with gw:
+        async with aiohttp.ClientSession() as s:  # registered (configData) before the counted polls
+            async with s.put(gw.url + base + "/configData", headers={"Authorization": f"GatewayToken {PROJECT_KEY}"},
+                             json={"mode": "merge", "data": {"site": "lab"}}) as r:
+                assert r.status == 200, await r.text()
+        for _ in range(40):  # a new connection each time: a new source port, either worker
+            async with aiohttp.ClientSession() as s:
+                async with s.get(gw.url + base, headers={"Authorization": f"GatewayToken {PROJECT_KEY}"}) as r:
+                    assert r.status == 200
+        # configData's own load, then one for the polls; without sharing each worker loads it once
+        wanted = {"ota_gateway_ddi_state_loads_total": lambda v: v == 2,
+                  "ota_gateway_ddi_shared_hits_total": lambda v: v >= 1}
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):  # workers publish their counters once a second: bounded wait
+                async with s.get(gw.url + "/metrics") as r:
+                    text = await r.text()
+                values = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.split(" ")[0] in wanted}
+                if len(values) == 2 and all(ok(values[k]) for k, ok in wanted.items()):
+                    break
+                await asyncio.sleep(0.1)
+        assert len(values) == 2 and all(ok(values[k]) for k, ok in wanted.items()), values

@@ -86,7 +86,7 @@ async def release_stats(ctx: Context) -> list[dict]:
 async def inspect_ddi(app, view: ProjectView, serial: str, software_type: str, _entry) -> dict:
     """The DDI answer for "inspect device", computed like a poll but without writing anything
     (an insight.INSPECTORS entry)."""
-    state = await ddi.device_state(app, view.id, serial)
+    state = await ddi.device_state(app, view, serial)
     hw, sw = ddi.effective_identity(view, state)
     if sw != software_type:
         return {"ddi": {"software_type": sw, "applies": False}}

@@ -1,0 +1,180 @@
+"""DDI device states shared by every worker of a host, for the common device.
+
+Each worker keeps full `DeviceState`s in its own LRU (`ddi_state.DeviceCache`), loaded from the
+database on a device's first poll in that worker. With N workers that is N loads per device, and a
+fleet larger than the LRU reads the database on most polls. Most devices are quiet: no open
+action, no failed release, no device token, one software type, registered. Their state is nine machine words
+here, in anonymous shared memory made by the supervisor before it forks: a state one worker
+loaded, every worker (and a restarted one) reads without the database.
+
+Strings (hardware version, software type, version) are stored as their hash; each process maps
+hashes back to the strings it has met itself or finds in the device's project (its hardware
+versions, software types and release versions: a few hundred in a fleet), and treats any other
+hash as a miss. Processes do not lock. A slot's last word checks the others (and the serial,
+by a second hash and a CRC): a reader that meets a slot being written, or two writers racing on
+one slot, sees a mismatch and loads from the database. A shared generation word changes on every
+invalidation, and a state loaded while one happened is not published (nor kept, when the
+invalidation came between the check and the write).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from collections.abc import Callable, Iterable
+
+from .ddi_state import DeviceState
+
+DEFAULT_ENTRIES = 1_000_000
+_MIN_SLOTS = 1 << 12
+_HEAD = 2  # words before the slots: generation, entries
+_W = 9  # key, id*2+config_requested, hardware, ddi software type, software type, version,
+#         installed action, installed payload, check
+_MASK63 = (1 << 63) - 1
+
+
+def _slots(entries: int) -> int:
+    n = _MIN_SLOTS
+    while n < 2 * entries:
+        n <<= 1
+    return n
+
+
+class SharedStates:
+    """Open-addressing table of quiet DDI device states keyed by (project id, serial)."""
+
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES):
+        self.max_entries = max_entries
+        slots = _slots(max_entries)
+        # MAP_SHARED | MAP_ANONYMOUS: kept across fork; pages cost memory only once touched
+        self._mm = mmap.mmap(-1, 8 * (_HEAD + _W * slots))
+        self._words = memoryview(self._mm).cast("q")
+        self._mask = slots - 1
+        self._strings: dict[int, str] = {}  # this process's: hash -> string
+
+    def __len__(self) -> int:
+        return self._words[1]
+
+    @property
+    def generation(self) -> int:
+        return self._words[0]
+
+    def _bump(self) -> None:
+        # distinct per process: two processes bumping at once never write the same value back
+        w = self._words
+        w[0] = (w[0] + 1 + (os.getpid() << 24)) & _MASK63
+
+    def _h(self, s: str | None) -> int:
+        if s is None:
+            return 0
+        h = hash(s) | 1
+        self._strings[h] = s
+        return h
+
+    def _slot(self, key: int) -> int:
+        """Word index of `key`'s slot, or of the empty slot where it would go."""
+        w, mask = self._words, self._mask
+        j = key & mask
+        while True:
+            i = _HEAD + j * _W
+            k = w[i]
+            if k == key or k == 0:
+                return i
+            j = (j + 1) & mask
+
+    def get(self, project_id: int, serial: str, learn: Callable[[], Iterable[str]] | None = None
+            ) -> DeviceState | None:
+        """The device's state as some process published it, or None. `learn` names strings the
+        caller knows (its project's hardware versions, software types, release versions), tried
+        when the slot holds a hash this process has not met."""
+        key = hash((project_id, serial)) or 1
+        i = self._slot(key)
+        w = self._words
+        if w[i] != key:
+            return None
+        f = w[i + 1:i + _W].tolist()
+        if f[7] != hash((serial, project_id, zlib.crc32(serial.encode()), *f[:7])):
+            return None
+        strings = self._strings
+        if any(h and h not in strings for h in f[1:5]):
+            if learn is None:
+                return None
+            for s in learn():
+                self._h(s)
+            if any(h and h not in strings for h in f[1:5]):  # met only by other processes so far
+                return None
+        version = strings[f[4]] if f[4] else None
+        sw = strings[f[3]] if f[3] else None
+        return DeviceState(
+            device_id=(f[0] >> 1) or None, hardware_version=strings[f[1]] if f[1] else None,
+            software_type=strings[f[2]] if f[2] else None,
+            versions={sw: version} if version is not None else {}, token_hash=None,
+            config_requested=bool(f[0] & 1), actions={},
+            installed={sw: (f[5], f[6] or None)} if f[5] else {}, blocked=frozenset())
+
+    def put(self, project_id: int, serial: str, state: DeviceState, generation: int) -> bool:
+        """Publish a state loaded from the database while `generation` was current; only quiet
+        states are kept (False for the others)."""
+        if state.device_id is None or state.actions or state.blocked or state.token_hash is not None:
+            return False  # unknown serials too: a check-in may register them without telling DDI
+        types = set(state.versions) | set(state.installed)
+        if len(types) > 1:
+            return False
+        sw = next(iter(types), None)
+        installed = state.installed.get(sw) if sw is not None else None
+        fields = ((state.device_id or 0) * 2 + bool(state.config_requested), self._h(state.hardware_version),
+                  self._h(state.software_type), self._h(sw), self._h(state.versions.get(sw) if sw else None),
+                  installed[0] if installed else 0, (installed[1] or 0) if installed else 0)
+        if generation != self.generation:
+            return False
+        key = hash((project_id, serial)) or 1
+        w = self._words
+        i = self._slot(key)
+        if w[i] == 0:
+            if w[1] + 1 > self.max_entries:
+                self.clear()
+                i = self._slot(key)
+            w[1] += 1
+        w[i + 8] = 0  # readers see a mismatch until the slot is whole again
+        for n, v in enumerate(fields, 1):
+            w[i + n] = v
+        w[i + 8] = hash((serial, project_id, zlib.crc32(serial.encode()), *fields))
+        w[i] = key
+        if generation != self.generation:  # an invalidation came between the check and the write
+            w[i + 8] = 0
+            return False
+        return True
+
+    def invalidate(self, project_id: int, serial: str) -> None:
+        """Forget the device's state (its slot stays reserved for its key)."""
+        self._bump()
+        key = hash((project_id, serial)) or 1
+        i = self._slot(key)
+        if self._words[i] == key:
+            self._words[i + 8] = 0
+
+    def clear(self) -> None:
+        """Forget every state (bounded memory, or notifications that may have been missed)."""
+        self._bump()
+        zero = bytes(1 << 20)
+        for off in range(16, len(self._mm), len(zero)):
+            end = min(off + len(zero), len(self._mm))
+            self._mm[off:end] = zero[:end - off]
+        self._words[1] = 0
+
+
+_shared: SharedStates | None = None
+
+
+def share(max_entries: int = DEFAULT_ENTRIES) -> None:
+    """Make the table that processes forked from now on use (call before forking workers)."""
+    global _shared
+    _shared = SharedStates(max_entries) if max_entries > 0 else None
+
+
+def table(max_entries: int = DEFAULT_ENTRIES) -> SharedStates | None:
+    """The shared table if this process was forked after `share`, else a table of its own (None
+    when `max_entries` is 0: no second level)."""
+    if _shared is not None:
+        return _shared
+    return SharedStates(max_entries) if max_entries > 0 else None
