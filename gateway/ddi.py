@@ -35,6 +35,7 @@ from .errors import (
     error_response,
 )
 from .metrics import METRICS
+from .rawresponse import Head, answer
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
 from .tokens import hash_token
@@ -331,23 +332,26 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     match = request.match_info
     inputs = (project, project.devices.get(caller.serial), caller.cohort_override, match.route, match["tenant"])
     hit = state.rendered
-    if hit and hit[0][0] is project and hit[0] == inputs:
-        body, headers, reason, sw = hit[1], hit[2], hit[3], hit[4]
-    else:
+    if not (hit and hit[0][0] is project and hit[0] == inputs):
         body, etag, reason = await _render_base(request, caller)
-        headers = {"Content-Type": "application/json", "ETag": etag, "ota-gateway-reason": reason}
         # kept on the state it was rendered from (a poll that wrote reloaded it): any change to a
         # device's state replaces that object
         state = caller.state
         sw = effective_identity(project, state)[1] or ""
-        state.rendered[:] = [inputs, body, headers, reason, sw]
+        hit = state.rendered
+        hit[:] = [inputs, body, Head(200, {"Content-Type": "application/json", "ETag": etag,
+                                           "ota-gateway-reason": reason}), reason, sw, None]
+    body, head, reason, sw = hit[1], hit[2], hit[3], hit[4]
     checkins = ctx.checkins
     checkins.add(project.id, caller.serial, state.hardware_version, sw, None, "ddi")
     METRICS.inc("ota_gateway_polls", ("ddi", reason))
-    if request.headers.get("If-None-Match") == headers["ETag"]:
-        resp = web.Response(status=304, headers={"ETag": headers["ETag"], "ota-gateway-reason": reason})
+    etag = head.headers["ETag"]
+    if request.headers.get("If-None-Match") == etag:
+        if hit[5] is None:
+            hit[5] = Head(304, {"ETag": etag, "ota-gateway-reason": reason})
+        resp = answer(request, hit[5])
     else:
-        resp = web.Response(body=body, headers=headers)
+        resp = answer(request, head, body)
     if not checkins.accepting:
         await checkins.room()
     return resp

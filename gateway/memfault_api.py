@@ -17,12 +17,22 @@ from .metrics import METRICS
 from .mirror import SERIAL_RE_TEXT as SERIAL_RE
 from .mirror import PayloadView, ProjectView, ReleaseView
 from .query import query_params
+from .rawresponse import Head, answer
 
 _NO_STORE = "no-store"
 _MAX_VERSION = 255
-# answer headers built once (aiohttp copies them into each response)
-_URL_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": _NO_STORE}
-_JSON_HEADERS: dict[str, dict[str, str]] = {}
+# answer heads built once (rawresponse): the URL's, and per reason (a fixed handful) the JSON one
+# and the empty one
+_URL_HEAD = Head(200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": _NO_STORE})
+_JSON_HEADS: dict[str, Head] = {}
+_EMPTY_HEADS: dict[str, Head] = {}
+
+
+def _empty(request: web.Request, reason: str) -> web.StreamResponse:
+    head = _EMPTY_HEADS.get(reason)
+    if head is None:
+        head = _EMPTY_HEADS[reason] = Head(204, {"memfault-reason": reason, "Cache-Control": _NO_STORE})
+    return answer(request, head)
 
 
 def _bad(message: str) -> web.Response:
@@ -100,7 +110,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
 
     if project.poll_limit and not ctx.limiter.allow((project.id, serial), project.poll_limit, time.time()):
         METRICS.inc("ota_gateway_polls", ("memfault", "rate-limited"))
-        return web.Response(status=204, headers={"memfault-reason": "rate-limited", "Cache-Control": _NO_STORE})
+        return _empty(request, "rate-limited")
     decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
     checkins = ctx.checkins
     checkins.add(project.id, serial, hw, sw, current, "memfault")
@@ -108,16 +118,16 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
     pl = rel.payloads.get(_dev.hardware_version if _dev and _dev.hardware_version else hw) if rel else None
     if pl is None:
-        resp = web.Response(status=204, headers={"memfault-reason": decision.reason, "Cache-Control": _NO_STORE})
+        resp = _empty(request, decision.reason)
     else:
-        resp = _render(ctx, project, rel, pl, decision.reason, as_url)
+        resp = _render(request, ctx, project, rel, pl, decision.reason, as_url)
     if not checkins.accepting:
         await checkins.room()
     return resp
 
 
-def _render(ctx: DeviceContext, project: ProjectView, rel: ReleaseView, pl: PayloadView, reason: str,
-            as_url: bool) -> web.Response:
+def _render(request: web.Request, ctx: DeviceContext, project: ProjectView, rel: ReleaseView, pl: PayloadView,
+            reason: str, as_url: bool) -> web.StreamResponse:
     """Answer bytes are cached per payload (and reason) until the URL's expiry bucket moves."""
     signer = ctx.signer
     exp = signer.expiry()
@@ -129,12 +139,12 @@ def _render(ctx: DeviceContext, project: ProjectView, rel: ReleaseView, pl: Payl
                                                               manifests.signature(project, rel, pl)))
         pl.cache[ckey] = hit
     if as_url:
-        return web.Response(body=hit[1], headers=_URL_HEADERS)
-    headers = _JSON_HEADERS.get(reason)
-    if headers is None:  # reasons are a fixed handful
-        headers = _JSON_HEADERS[reason] = {"Content-Type": "application/json", "Cache-Control": _NO_STORE,
-                                           "memfault-reason": reason}
-    return web.Response(body=hit[1], headers=headers)
+        return answer(request, _URL_HEAD, hit[1])
+    head = _JSON_HEADS.get(reason)
+    if head is None:
+        head = _JSON_HEADS[reason] = Head(200, {"Content-Type": "application/json", "Cache-Control": _NO_STORE,
+                                                "memfault-reason": reason})
+    return answer(request, head, hit[1])
 
 
 async def latest(request: web.Request) -> web.Response:
