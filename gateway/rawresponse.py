@@ -14,7 +14,6 @@ Header values come from the gateway (content types, fixed reasons, ETags), never
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
@@ -53,7 +52,7 @@ class RawResponse:
     async def prepare(self, request: web.BaseRequest) -> None:
         transport = request.transport
         if transport is None or transport.is_closing():
-            raise ClientConnectionResetError("Cannot write to closing transport")
+            raise ConnectionResetError("the client closed the connection")  # aiohttp's handler expects this
         text = rfc822_formatted_time()
         if text is not _date[0]:
             _date[0], _date[1] = text, text.encode("ascii")

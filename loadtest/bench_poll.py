@@ -86,6 +86,17 @@ def at_load(url: str, path: str, target: float, duration: int, env: dict, connec
             "non2xx": r["completed"] - r["status_2xx"]}
 
 
+def drained(base: str, limit: float = 60) -> None:
+    """Wait (bounded) until the first sightings of the warm-up are written: a flush still running
+    while measuring would measure the write-behind catching up, not the steady state."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(1.5)  # the buffers flush every second; the gauge is published every second
+        if stack.metric(base, "ota_gateway_checkin_buffer_depth") == 0:
+            return
+    print(f"check-in buffers not drained after {limit:.0f} s", flush=True)
+
+
 def ddi_warmup(base: str, limit: int, connections: int, env: dict, step: int = 5) -> None:
     """Poll DDI until the workers' state caches are full: DDI state is cached per worker on first
     sight, and with serials drawn at random every device must have polled each worker (a coupon
@@ -168,7 +179,7 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
         if args.ddi_warmup and "ddi" in args.routes:
             ddi_warmup(base, args.ddi_warmup, args.connections, wenv)
         if args.warmup or args.ddi_warmup:
-            time.sleep(1.5)  # let the last check-in flush land
+            drained(base)
         routes = [("hello", f"http://127.0.0.1:{hport}", "/hello"),
                   ("/latest/url", base, "/api/v0/releases/latest/url"),
                   ("/latest", base, "/api/v0/releases/latest"),

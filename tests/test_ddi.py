@@ -416,20 +416,28 @@ async def _quiesce(app) -> None:
         mirror.hooks.remove(hook)
 
 
+async def polled_then_quiet(client, serials) -> list[str]:
+    """Poll each device once, write their check-ins, let notifications settle, and from then on
+    log every query the app's pooled connections send (the list returned)."""
+    app = client.server.app
+    app[CHECKINS].interval = 3600  # keep the write-behind flush out of the measured window
+    for serial in serials:
+        await poll(client, serial)
+    await app[CHECKINS].flush()
+    await _quiesce(app)
+    seen: list[str] = []
+    for c in [h._con for h in app[POOL]._holders if h._con is not None]:
+        c.add_query_logger(lambda rec: seen.append(rec.query))
+    return seen
+
+
 async def test_steady_state_ddi_poll_makes_no_database_round_trip(released):
     app = released.server.app
     action_id = await ready_device(released, "STEADY1")
     await released.get(f"{base('STEADY1')}/deploymentBase/{action_id}", headers=GW)
     await config(released, "IDLE1", {"memfault__hardware_version": "evt", "memfault__software_type": "main",
                                      "memfault__current_version": "2.0.0"})
-    app[CHECKINS].interval = 3600  # keep the write-behind flush out of the measured window
-    for serial in ("STEADY1", "IDLE1"):
-        await poll(released, serial)
-    await app[CHECKINS].flush()
-    await _quiesce(app)
-    seen: list[str] = []
-    for c in [h._con for h in app[POOL]._holders if h._con is not None]:
-        c.add_query_logger(lambda rec: seen.append(rec.query))
+    seen = await polled_then_quiet(released, ("STEADY1", "IDLE1"))
     loads = app[DDI_CACHE].loads
     for _ in range(50):
         assert await offered(released, "STEADY1") == action_id

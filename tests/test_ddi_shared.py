@@ -10,9 +10,9 @@ import re
 import pytest
 from conftest import ORG, PROJECT, PROJECT_KEY  # noqa: F401
 from test_ddi import *  # noqa: F401,F403  (the DDI suite, run again on the shared table)
-from test_ddi import GW, _quiesce, config, poll
+from test_ddi import _quiesce, config, poll, polled_then_quiet
 
-from gateway.appkeys import CHECKINS, MIRROR, POOL
+from gateway.appkeys import MIRROR, POOL
 
 from gateway.config import Settings
 from gateway.ddi_shared import SharedStates
@@ -140,14 +140,7 @@ async def test_quiet_devices_poll_from_the_shared_table_without_the_database(rel
     for serial in serials:
         await config(released, serial, {"memfault__hardware_version": "evt", "memfault__software_type": "main",
                                          "memfault__current_version": "2.0.0"})
-    app[CHECKINS].interval = 3600
-    for serial in serials:
-        await poll(released, serial)
-    await app[CHECKINS].flush()
-    await _quiesce(app)
-    seen: list[str] = []
-    for c in [h._con for h in app[POOL]._holders if h._con is not None]:
-        c.add_query_logger(lambda rec: seen.append(rec.query))
+    seen = await polled_then_quiet(released, serials)
     loads, hits = cache.loads, cache.shared_hits
     for _ in range(20):
         for serial in serials:  # each poll evicts the last device from the one-entry cache
