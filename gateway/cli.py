@@ -111,6 +111,10 @@ class Supervisor:
         self.reload = False
 
     def spawn(self, slot: int, *, wait_ready: bool = False) -> int:
+        if not self.children:
+            # no worker listened for changes since the last one stopped: the DDI states the workers
+            # share may be stale (a worker alongside, as in a rolling restart, keeps them current)
+            ddi_shared.forget()
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:

@@ -27,7 +27,7 @@ from .ddi_state import DeviceState
 
 DEFAULT_ENTRIES = 1_000_000
 _MIN_SLOTS = 1 << 12
-_HEAD = 2  # words before the slots: generation, entries
+_HEAD = mmap.PAGESIZE // 8  # the first page: generation, entries; the slots start on the next page
 _W = 9  # key, id*2+config_requested, hardware, ddi software type, software type, version,
 #         installed action, installed payload, check
 _MASK63 = (1 << 63) - 1
@@ -154,12 +154,18 @@ class SharedStates:
             self._words[i + 8] = 0
 
     def clear(self) -> None:
-        """Forget every state (bounded memory, or notifications that may have been missed)."""
+        """Forget every state (bounded memory, or notifications that may have been missed). The
+        slots' pages are given back (they read as zeros again), not written: a cleared table costs
+        no memory until it fills again."""
         self._bump()
-        zero = bytes(1 << 20)
-        for off in range(16, len(self._mm), len(zero)):
-            end = min(off + len(zero), len(self._mm))
-            self._mm[off:end] = zero[:end - off]
+        start = 8 * _HEAD
+        if hasattr(mmap, "MADV_REMOVE"):
+            self._mm.madvise(mmap.MADV_REMOVE, start, len(self._mm) - start)
+        else:
+            zero = bytes(1 << 20)
+            for off in range(start, len(self._mm), len(zero)):
+                end = min(off + len(zero), len(self._mm))
+                self._mm[off:end] = zero[:end - off]
         self._words[1] = 0
 
 
@@ -170,6 +176,13 @@ def share(max_entries: int = DEFAULT_ENTRIES) -> None:
     """Make the table that processes forked from now on use (call before forking workers)."""
     global _shared
     _shared = SharedStates(max_entries) if max_entries > 0 else None
+
+
+def forget() -> None:
+    """Clear the shared table (the supervisor, before it starts a worker while none is running:
+    notifications sent while no worker listened were lost)."""
+    if _shared is not None:
+        _shared.clear()
 
 
 def table(max_entries: int = DEFAULT_ENTRIES) -> SharedStates | None:

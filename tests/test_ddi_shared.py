@@ -164,3 +164,23 @@ def settings(database_url, data_dir):
     # one state per worker: nearly every poll of the DDI suite takes its state from the shared table
     return Settings(database_url=database_url, data_dir=data_dir, public_url="http://gw.test:8080",
                     flush_interval=0.2, workers=1, ddi_cache_size=1)
+
+
+def test_clearing_gives_the_pages_back():
+    t = SharedStates(200_000)
+    for n in range(50_000):
+        t.put(1, f"D{n}", state(device_id=n + 1), t.generation)
+
+    def resident_kb() -> int:  # the table is the one mapping of its size in this process
+        size_kb = len(t._mm) // 1024
+        lines = open("/proc/self/smaps").read().split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("Size:") and int(line.split()[1]) == size_kb:
+                return next(int(x.split()[1]) for x in lines[i:] if x.startswith("Rss:"))
+        raise AssertionError("table mapping not found")
+
+    full = resident_kb()
+    t.clear()
+    assert t.get(1, "D7") is None and len(t) == 0
+    assert resident_kb() < full // 10
+    assert t.put(1, "D7", state(device_id=8), t.generation) and t.get(1, "D7").device_id == 8
