@@ -98,10 +98,10 @@ def drained(base: str, limit: float = 60) -> None:
 
 
 def ddi_warmup(base: str, limit: int, connections: int, env: dict, step: int = 5) -> None:
-    """Poll DDI until the workers' state caches are full: DDI state is cached per worker on first
-    sight, and with serials drawn at random every device must have polled each worker (a coupon
-    collector: ~5 polls per device per worker). Stops when a step loads state for fewer than 0.5 %
-    of its polls, or after `limit` seconds; prints each step."""
+    """Poll DDI until the device states are in memory: a device's state is read from the database
+    on its first poll on this host (then shared by the workers), and with serials drawn at random
+    that takes ~5 polls per device to cover the fleet (a coupon collector). Stops when a step
+    loads state for fewer than 0.5 % of its polls, or after `limit` seconds; prints each step."""
     began = time.monotonic()
     while time.monotonic() - began < limit:
         loads = stack.metric(base, "ota_gateway_ddi_state_loads_total")
