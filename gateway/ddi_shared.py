@@ -2,10 +2,10 @@
 
 Each worker keeps full `DeviceState`s in its own LRU (`ddi_state.DeviceCache`), loaded from the
 database on a device's first poll in that worker. With N workers that is N loads per device, and a
-fleet larger than the LRU reads the database on most polls. Most devices are quiet: no open
-action, no failed release, no device token, one software type, registered. Their state is nine machine words
-here, in anonymous shared memory made by the supervisor before it forks: a state one worker
-loaded, every worker (and a restarted one) reads without the database.
+fleet larger than the LRU reads the database on most polls. Most devices are quiet: registered,
+no open action, no failed release, no device token, one software type. Their state is nine
+machine words here, in anonymous shared memory made by the supervisor before it forks: a state
+one worker loaded, every worker (and a restarted one) reads without the database.
 
 Strings (hardware version, software type, version) are stored as their hash; each process maps
 hashes back to the strings it has met itself or finds in the device's project (its hardware
