@@ -40,6 +40,15 @@ def _slots(entries: int) -> int:
     return n
 
 
+def _key(project_id: int, serial: str) -> int:
+    return hash((project_id, serial)) or 1  # 0 marks an empty slot
+
+
+def _check(project_id: int, serial: str, fields) -> int:
+    """A slot's last word: its fields and, by a second hash and a CRC, the serial they belong to."""
+    return hash((serial, project_id, zlib.crc32(serial.encode()), *fields))
+
+
 class SharedStates:
     """Open-addressing table of quiet DDI device states keyed by (project id, serial)."""
 
@@ -82,35 +91,38 @@ class SharedStates:
                 return i
             j = (j + 1) & mask
 
+    def _decode(self, f: list[int]) -> DeviceState | None:
+        """The state of a slot's fields, or None when a string hash is one this process has not met."""
+        strings = self._strings
+        try:
+            hw, ddi_sw, sw, version = (strings[h] if h else None for h in f[1:5])
+        except KeyError:
+            return None
+        return DeviceState(
+            device_id=f[0] >> 1, hardware_version=hw, software_type=ddi_sw,
+            versions={sw: version} if version is not None else {}, token_hash=None,
+            config_requested=bool(f[0] & 1), actions={},
+            installed={sw: (f[5], f[6] or None)} if f[5] else {}, blocked=frozenset())
+
     def get(self, project_id: int, serial: str, learn: Callable[[], Iterable[str]] | None = None
             ) -> DeviceState | None:
         """The device's state as some process published it, or None. `learn` names strings the
         caller knows (its project's hardware versions, software types, release versions), tried
         when the slot holds a hash this process has not met."""
-        key = hash((project_id, serial)) or 1
+        key = _key(project_id, serial)
         i = self._slot(key)
         w = self._words
         if w[i] != key:
             return None
         f = w[i + 1:i + _W].tolist()
-        if f[7] != hash((serial, project_id, zlib.crc32(serial.encode()), *f[:7])):
+        if f[7] != _check(project_id, serial, f[:7]):
             return None
-        strings = self._strings
-        if any(h and h not in strings for h in f[1:5]):
-            if learn is None:
-                return None
+        state = self._decode(f)
+        if state is None and learn is not None:
             for s in learn():
                 self._h(s)
-            if any(h and h not in strings for h in f[1:5]):  # met only by other processes so far
-                return None
-        version = strings[f[4]] if f[4] else None
-        sw = strings[f[3]] if f[3] else None
-        return DeviceState(
-            device_id=(f[0] >> 1) or None, hardware_version=strings[f[1]] if f[1] else None,
-            software_type=strings[f[2]] if f[2] else None,
-            versions={sw: version} if version is not None else {}, token_hash=None,
-            config_requested=bool(f[0] & 1), actions={},
-            installed={sw: (f[5], f[6] or None)} if f[5] else {}, blocked=frozenset())
+            state = self._decode(f)  # still None: a string only other processes have met so far
+        return state
 
     def put(self, project_id: int, serial: str, state: DeviceState, generation: int) -> bool:
         """Publish a state loaded from the database while `generation` was current; only quiet
@@ -121,13 +133,13 @@ class SharedStates:
         if len(types) > 1:
             return False
         sw = next(iter(types), None)
-        installed = state.installed.get(sw) if sw is not None else None
-        fields = ((state.device_id or 0) * 2 + bool(state.config_requested), self._h(state.hardware_version),
-                  self._h(state.software_type), self._h(sw), self._h(state.versions.get(sw) if sw else None),
-                  installed[0] if installed else 0, (installed[1] or 0) if installed else 0)
+        action, payload = state.installed.get(sw) or (0, 0)
+        fields = (state.device_id * 2 + bool(state.config_requested), self._h(state.hardware_version),
+                  self._h(state.software_type), self._h(sw), self._h(state.versions.get(sw)),
+                  action, payload or 0)
         if generation != self.generation:
             return False
-        key = hash((project_id, serial)) or 1
+        key = _key(project_id, serial)
         w = self._words
         i = self._slot(key)
         if w[i] == 0:
@@ -138,7 +150,7 @@ class SharedStates:
         w[i + 8] = 0  # readers see a mismatch until the slot is whole again
         for n, v in enumerate(fields, 1):
             w[i + n] = v
-        w[i + 8] = hash((serial, project_id, zlib.crc32(serial.encode()), *fields))
+        w[i + 8] = _check(project_id, serial, fields)
         w[i] = key
         if generation != self.generation:  # an invalidation came between the check and the write
             w[i + 8] = 0
@@ -148,7 +160,7 @@ class SharedStates:
     def invalidate(self, project_id: int, serial: str) -> None:
         """Forget the device's state (its slot stays reserved for its key)."""
         self._bump()
-        key = hash((project_id, serial)) or 1
+        key = _key(project_id, serial)
         i = self._slot(key)
         if self._words[i] == key:
             self._words[i + 8] = 0
