@@ -331,30 +331,42 @@ async def base_poll(request: web.Request, caller: Caller) -> web.Response:
     # entry and the URL it came in on: a device polling again unchanged gets the same bytes
     match = request.match_info
     inputs = (project, project.devices.get(caller.serial), caller.cohort_override, match.route, match["tenant"])
-    hit = state.rendered
-    if not (hit and hit[0][0] is project and hit[0] == inputs):
-        body, etag, reason = await _render_base(request, caller)
+    hit = state.rendered[0] if state.rendered else None
+    if hit is None or hit.inputs[0] is not project or hit.inputs != inputs:
         # kept on the state it was rendered from (a poll that wrote reloaded it): any change to a
         # device's state replaces that object
+        body, etag, reason = await _render_base(request, caller)
         state = caller.state
-        sw = effective_identity(project, state)[1] or ""
-        hit = state.rendered
-        hit[:] = [inputs, body, Head(200, {"Content-Type": "application/json", "ETag": etag,
-                                           "ota-gateway-reason": reason}), reason, sw, None]
-    body, head, reason, sw = hit[1], hit[2], hit[3], hit[4]
+        hit = _Rendered(inputs, body, etag, reason, effective_identity(project, state)[1] or "")
+        state.rendered[:] = [hit]
     checkins = ctx.checkins
-    checkins.add(project.id, caller.serial, state.hardware_version, sw, None, "ddi")
-    METRICS.inc("ota_gateway_polls", ("ddi", reason))
-    etag = head.headers["ETag"]
-    if request.headers.get("If-None-Match") == etag:
-        if hit[5] is None:
-            hit[5] = Head(304, {"ETag": etag, "ota-gateway-reason": reason})
-        resp = answer(request, hit[5])
+    checkins.add(project.id, caller.serial, state.hardware_version, hit.sw, None, "ddi")
+    METRICS.inc("ota_gateway_polls", ("ddi", hit.reason))
+    if request.headers.get("If-None-Match") == hit.etag:
+        resp = answer(request, hit.unchanged)
     else:
-        resp = answer(request, head, body)
+        resp = answer(request, hit.head, hit.body)
     if not checkins.accepting:
         await checkins.room()
     return resp
+
+
+class _Rendered:
+    """A base-poll answer and what it was rendered from; its heads are built once (the 304 one on
+    first use: many devices never send If-None-Match, and every cached device holds one of these)."""
+
+    __slots__ = ("inputs", "body", "etag", "reason", "head", "_unchanged", "sw")
+
+    def __init__(self, inputs: tuple, body: bytes, etag: str, reason: str, sw: str):
+        self.inputs, self.body, self.etag, self.reason, self.sw = inputs, body, etag, reason, sw
+        self.head = Head(200, {"Content-Type": "application/json", "ETag": etag, "ota-gateway-reason": reason})
+        self._unchanged: Head | None = None
+
+    @property
+    def unchanged(self) -> Head:
+        if self._unchanged is None:
+            self._unchanged = Head(304, {"ETag": self.etag, "ota-gateway-reason": self.reason})
+        return self._unchanged
 
 
 async def _render_base(request: web.Request, caller: Caller) -> tuple[bytes, str, str]:

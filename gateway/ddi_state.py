@@ -45,7 +45,8 @@ class DeviceState:
     actions: dict[str, ActionView]        # open actions by software type
     installed: dict[str, tuple[int, int | None]]  # software type -> (last succeeded action, payload)
     blocked: frozenset[int]               # releases that failed here and were not retried
-    # the last base-poll answer rendered from this state, with what else it depended on (ddi.base_poll)
+    # the last base-poll answer rendered from this state, with what else it depended on (at most one
+    # ddi._Rendered; a list so that the frozen state can hold it)
     rendered: list = field(default_factory=list, compare=False, repr=False)
 
     def payload_allowed(self, payload_id: int) -> bool:
