@@ -21,18 +21,19 @@ from .rawresponse import Head, answer
 
 _NO_STORE = "no-store"
 _MAX_VERSION = 255
-# answer heads built once (rawresponse): the URL's, and per reason (a fixed handful) the JSON one
-# and the empty one
+# answer heads built once (rawresponse): the URL's, and per (status, reason) the JSON (200) and
+# the empty (204) ones; reasons are a fixed handful
 _URL_HEAD = Head(200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": _NO_STORE})
-_JSON_HEADS: dict[str, Head] = {}
-_EMPTY_HEADS: dict[str, Head] = {}
+_HEADS: dict[tuple[int, str], Head] = {}
 
 
-def _empty(request: web.Request, reason: str) -> web.StreamResponse:
-    head = _EMPTY_HEADS.get(reason)
+def _head(status: int, reason: str) -> Head:
+    head = _HEADS.get((status, reason))
     if head is None:
-        head = _EMPTY_HEADS[reason] = Head(204, {"memfault-reason": reason, "Cache-Control": _NO_STORE})
-    return answer(request, head)
+        headers = {"Content-Type": "application/json"} if status == 200 else {}
+        head = _HEADS[(status, reason)] = Head(status, {**headers, "Cache-Control": _NO_STORE,
+                                                        "memfault-reason": reason})
+    return head
 
 
 def _bad(message: str) -> web.Response:
@@ -110,7 +111,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
 
     if project.poll_limit and not ctx.limiter.allow((project.id, serial), project.poll_limit, time.time()):
         METRICS.inc("ota_gateway_polls", ("memfault", "rate-limited"))
-        return _empty(request, "rate-limited")
+        return answer(request, _head(204, "rate-limited"))
     decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
     checkins = ctx.checkins
     checkins.add(project.id, serial, hw, sw, current, "memfault")
@@ -118,7 +119,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
     pl = rel.payloads.get(_dev.hardware_version if _dev and _dev.hardware_version else hw) if rel else None
     if pl is None:
-        resp = _empty(request, decision.reason)
+        resp = answer(request, _head(204, decision.reason))
     else:
         resp = _render(request, ctx, project, rel, pl, decision.reason, as_url)
     if not checkins.accepting:
@@ -140,11 +141,7 @@ def _render(request: web.Request, ctx: DeviceContext, project: ProjectView, rel:
         pl.cache[ckey] = hit
     if as_url:
         return answer(request, _URL_HEAD, hit[1])
-    head = _JSON_HEADS.get(reason)
-    if head is None:
-        head = _JSON_HEADS[reason] = Head(200, {"Content-Type": "application/json", "Cache-Control": _NO_STORE,
-                                                "memfault-reason": reason})
-    return answer(request, head, hit[1])
+    return answer(request, _head(200, reason), hit[1])
 
 
 async def latest(request: web.Request) -> web.Response:
@@ -157,9 +154,11 @@ async def latest_url(request: web.Request) -> web.Response:
     return await _poll(request, as_url=True)
 
 
-POLL_PATHS = ("/api/v0/releases/latest/url", "/api/v0/releases/latest")
+LATEST = "/api/v0/releases/latest"
+LATEST_URL = LATEST + "/url"
+POLL_PATHS = (LATEST_URL, LATEST)
 
 
 def setup(app: web.Application) -> None:
-    add_route(app, "GET", POLL_PATHS[1], latest)
-    add_route(app, "GET", POLL_PATHS[0], latest_url)
+    add_route(app, "GET", LATEST, latest)
+    add_route(app, "GET", LATEST_URL, latest_url)
