@@ -502,21 +502,18 @@ static int process_input(conn_t *c, int64_t now) {
             }
             break;
         }
-        case P_CHUNK_DATA: {
+        case P_CHUNK_DATA:
+        case P_CHUNK_CRLF: { /* skip the chunk's bytes, then its CRLF, then read the next size */
             size_t take = avail < c->remaining ? avail : (size_t)c->remaining;
             c->rpos += take;
             c->remaining -= take;
             if (c->remaining) goto out;
-            c->remaining = 2;
-            c->pstate = P_CHUNK_CRLF;
-            break;
-        }
-        case P_CHUNK_CRLF: {
-            size_t take = avail < c->remaining ? avail : (size_t)c->remaining;
-            c->rpos += take;
-            c->remaining -= take;
-            if (c->remaining) goto out;
-            c->pstate = P_CHUNK_SIZE;
+            if (c->pstate == P_CHUNK_DATA) {
+                c->remaining = 2;
+                c->pstate = P_CHUNK_CRLF;
+            } else {
+                c->pstate = P_CHUNK_SIZE;
+            }
             break;
         }
         case P_UNTIL_CLOSE:

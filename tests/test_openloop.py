@@ -26,6 +26,14 @@ async def test_requests_arrive_at_the_rate_with_the_fleet_distribution(aiohttp_s
             return web.Response(status=204)
         if request.query["hardware_version"] == "dvt":
             return web.json_response({"error": "no release"}, status=404)
+        if request.query["hardware_version"] == "evt":  # chunked, in pieces: the parser must reassemble it
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for piece in (b"https://example.invalid/", b"y" * 2000, b"/fw.bin"):
+                await resp.write(piece)
+            await resp.write_eof()
+            return resp
         return web.Response(text="https://example.invalid/" + "x" * 3000)
 
     app = web.Application()
