@@ -52,14 +52,14 @@ async def seed(base: str, releases: int = 5) -> None:
             assert r.status in (201, 409)
 
 
-WRK_CPUS: set[int] | None = None  # --pin: the cores wrk runs on
+LOAD_CPUS: set[int] | None = None  # --pin: the cores the load generators (wrk, openloop) run on
 
 
 def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(HERE / "poll.lua"), url],
         capture_output=True, text=True, env={**os.environ, **env, "OTA_PATH": path}, timeout=duration + 30,
-        preexec_fn=(lambda: os.sched_setaffinity(0, WRK_CPUS)) if WRK_CPUS else None)
+        preexec_fn=(lambda: os.sched_setaffinity(0, LOAD_CPUS)) if LOAD_CPUS else None)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 
@@ -72,18 +72,20 @@ def wrk(url: str, path: str, duration: int, connections: int, env: dict) -> dict
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def kind(path: str) -> str:
+    """A route's short name (--routes) and openloop mode: url, latest, ddi or hello."""
+    return path.rsplit("/", 1)[-1]
+
+
 def at_load(url: str, path: str, target: float, duration: int, env: dict, connections: int = 64) -> dict:
     """Latency at `target` req/s, open loop (openloop.c): requests arrive as a Poisson stream at
     the target rate whatever the answers' latency, each timed from when it was due, so a stalled
     server meets the requests that arrive meanwhile (no coordinated omission)."""
-    mode = {"/hello": "hello", "ddi": "ddi", "/api/v0/releases/latest": "latest",
-            "/api/v0/releases/latest/url": "url"}[path]
     host, _, port = url.removeprefix("http://").partition(":")
-    r = openloop.run(host, int(port), target, duration, connections=connections, warmup=2, mode=mode,
-                     devices=int(env["OTA_DEVICES"]), key=env["OTA_KEY"], cpus=WRK_CPUS)
+    r = openloop.run(host, int(port), target, duration, connections=connections, warmup=2, mode=kind(path),
+                     devices=int(env["OTA_DEVICES"]), key=env["OTA_KEY"], cpus=LOAD_CPUS)
     return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "p999": r["p999_ms"],
-            "connections": connections, "late": r["late_sends"], "queued": r["queued_sends"],
-            "non2xx": r["completed"] - r["status_2xx"]}
+            "late": r["late_sends"], "queued": r["queued_sends"], "non2xx": r["completed"] - r["status_2xx"]}
 
 
 def drained(base: str, limit: float = 60) -> None:
@@ -124,8 +126,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10,
                     help="seconds of unmeasured polling first, so the fleet is known (steady state)")
     ap.add_argument("--ddi-warmup", type=int, default=150,
-                    help="at most this many seconds of unmeasured DDI polling first, until the workers' "
-                         "DDI state caches are full (steady state)")
+                    help="at most this many seconds of unmeasured DDI polling first, until the device "
+                         "states are in memory (steady state)")
     ap.add_argument("--devices", type=int, default=100_000, help="distinct serials polling")
     ap.add_argument("--database-url")
     ap.add_argument("--data-dir", help="a data dir seeded by loadtest/seed.py (its 'bench' project): no seeding")
@@ -164,12 +166,12 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
                                        "--workers", str(args.workers)]))
         stack.wait_http(f"http://127.0.0.1:{hport}/")
         if args.pin:
-            global WRK_CPUS
+            global LOAD_CPUS
             cpus = sorted(os.sched_getaffinity(0))
-            server, WRK_CPUS = set(cpus[:max(1, len(cpus) // 2)]), set(cpus[max(1, len(cpus) // 2):]) or None
+            server, LOAD_CPUS = set(cpus[:max(1, len(cpus) // 2)]), set(cpus[max(1, len(cpus) // 2):]) or None
             for p in (gw, procs[-1]):
-                stack.pin(p.pid, server, WRK_CPUS or server)
-            print(f"pinned: gateway and hello on cores {sorted(server)}, wrk and PostgreSQL on {sorted(WRK_CPUS or [])}")
+                stack.pin(p.pid, server, LOAD_CPUS or server)
+            print(f"pinned: gateway and hello on cores {sorted(server)}, load generators and PostgreSQL on {sorted(LOAD_CPUS or [])}")
         if not args.data_dir:  # a seeded data dir (loadtest/seed.py) has its fleet and releases already
             asyncio.run(seed(base))
         time.sleep(0.5)  # let every worker's mirror take the seeded releases before measuring
@@ -185,7 +187,7 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
                   ("/latest", base, "/api/v0/releases/latest"),
                   ("DDI base poll", base, "ddi")]
         wanted = {"hello", *(r.strip() for r in args.routes.split(","))}
-        routes = [r for r in routes if r[0] in wanted or r[2] in wanted or r[2].rsplit("/", 1)[-1] in wanted]
+        routes = [r for r in routes if r[0] in wanted or r[2] in wanted or kind(r[2]) in wanted]
         results: dict[str, list[dict]] = {name: [] for name, _, _ in routes}
         written = stack.metric(base, "ota_gateway_checkins_written_total")
         for _ in range(args.rounds):
