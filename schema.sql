@@ -171,9 +171,11 @@ ALTER TABLE devices SET (fillfactor = 85);
 ALTER TABLE device_software SET (fillfactor = 85);
 
 -- Append-only and written in bulk by the check-in path: no foreign key, whose per-row check
--- costs more than the insert itself (delete a device's history explicitly with the device).
+-- costs more than the insert itself (delete a device's history explicitly with the device), and
+-- one index only: it is read per device, newest first (id order), never by id alone, so a primary
+-- key index would be a second index insert per check-in for nothing.
 CREATE TABLE IF NOT EXISTS device_version_history (
-    id                bigserial PRIMARY KEY,
+    id                bigserial NOT NULL,
     device_id         bigint NOT NULL,
     software_type     text NOT NULL,
     version           text NOT NULL,
@@ -181,8 +183,10 @@ CREATE TABLE IF NOT EXISTS device_version_history (
     protocol          text NOT NULL DEFAULT '',
     seen_at           timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS device_version_history_device ON device_version_history (device_id, seen_at);
+CREATE INDEX IF NOT EXISTS device_version_history_device_id ON device_version_history (device_id, id);
 ALTER TABLE device_version_history DROP CONSTRAINT IF EXISTS device_version_history_device_id_fkey;
+ALTER TABLE device_version_history DROP CONSTRAINT IF EXISTS device_version_history_pkey;
+DROP INDEX IF EXISTS device_version_history_device;
 
 CREATE TABLE IF NOT EXISTS activations (
     id               bigserial PRIMARY KEY,
