@@ -17,7 +17,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -77,15 +79,38 @@ def kind(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def connection_split(port: int) -> list[int]:
+    """Established connections to `port` per server process, largest first ([] without `ss`).
+    The generator spreads requests evenly over its connections, so with 64 connections a worker
+    holding 40 of them gets 62 % of the load: at 80 % of the total it runs at its limit."""
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+
+
 def at_load(url: str, path: str, target: float, duration: int, env: dict, connections: int = 64) -> dict:
     """Latency at `target` req/s, open loop (openloop.c): requests arrive as a Poisson stream at
     the target rate whatever the answers' latency, each timed from when it was due, so a stalled
-    server meets the requests that arrive meanwhile (no coordinated omission)."""
+    server meets the requests that arrive meanwhile (no coordinated omission). Also how the
+    connections were spread over the server's processes, sampled mid-run."""
     host, _, port = url.removeprefix("http://").partition(":")
-    r = openloop.run(host, int(port), target, duration, connections=connections, warmup=2, mode=kind(path),
-                     devices=int(env["OTA_DEVICES"]), key=env["OTA_KEY"], cpus=LOAD_CPUS)
+    out: dict = {}
+    run = threading.Thread(target=lambda: out.update(openloop.run(
+        host, int(port), target, duration, connections=connections, warmup=2, mode=kind(path),
+        devices=int(env["OTA_DEVICES"]), key=env["OTA_KEY"], cpus=LOAD_CPUS)))
+    run.start()
+    run.join(2 + duration / 2)  # past the generator's warm-up: every connection is open
+    split = connection_split(int(port))
+    run.join()
+    if not out:
+        raise SystemExit(f"openloop failed against {url}{path}")
+    r = out
     return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "p999": r["p999_ms"],
-            "late": r["late_sends"], "queued": r["queued_sends"], "non2xx": r["completed"] - r["status_2xx"]}
+            "late": r["late_sends"], "queued": r["queued_sends"], "non2xx": r["completed"] - r["status_2xx"],
+            "split": "/".join(map(str, split)) or "?"}
 
 
 def drained(base: str, limit: float = 60) -> None:
@@ -138,6 +163,10 @@ def main() -> int:
     ap.add_argument("--load", type=float, default=0.8,
                     help="then run each route at this share of its measured maximum and report latency there "
                          "(0: skip)")
+    ap.add_argument("--listen-mode", choices=("reuseport", "shared"), default="reuseport",
+                    help="the gateway's OTA_LISTEN_MODE; the hello app always uses SO_REUSEPORT. With a "
+                         "shared accept queue the first worker to wake takes most of the 64 connections "
+                         "a generator opens at once (63/1 was seen), so one worker carries the load")
     ap.add_argument("--pin", action="store_true",
                     help="server processes on the first half of the cores, the load generators and "
                          "PostgreSQL on the rest "
@@ -159,7 +188,7 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
     procs: list[subprocess.Popen] = []
     try:
         # without --database-url the gateway runs its own embedded PostgreSQL in the data dir
-        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env=BOOTSTRAP)
+        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env={**BOOTSTRAP, "OTA_LISTEN_MODE": args.listen_mode})
         procs.append(gw)
         hport = free_port()
         procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
@@ -194,7 +223,7 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
             for name, url, path in routes:
                 results[name].append(wrk(url, path, args.duration, args.connections, wenv))
         written = stack.metric(base, "ota_gateway_checkins_written_total") - written
-        print(f"\nworkers={args.workers} connections={args.connections} duration={args.duration}s "
+        print(f"\nworkers={args.workers} ({args.listen_mode}) connections={args.connections} duration={args.duration}s "
               f"devices={args.devices} warmup={args.warmup}s "
               f"rounds={args.rounds} (wrk -t1 on the same machine; medians)")
         print(f"{'route':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'ratio':>8}")
@@ -223,7 +252,8 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
                 r = runs[len(runs) // 2]
                 print(f"{name:<16}{target:>10.0f}{r['rps']:>10.0f}{r['rps'] / med(name, 'rps'):>8.2f}"
                       f"{r['p50']:>9.2f}{r['p99']:>9.2f}{r['p999']:>10.2f}{r['late']:>7}{r['queued']:>8}"
-                      f"   p99 of each run: {' '.join(format(x['p99'], '.2f') for x in runs)}")
+                      f"   p99 of each run (connections per worker): "
+                      f"{' '.join(format(x['p99'], '.2f') + ' (' + x['split'] + ')' for x in runs)}")
     finally:
         stack.stop(*procs)
     return 0
