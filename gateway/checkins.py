@@ -202,7 +202,10 @@ class CheckinBuffer:
             self._room.clear()
 
     async def stop(self) -> None:
-        """Stop the timer and write what is left."""
+        """Stop the timer and write what is left. A flush under way is let finish, not cancelled:
+        cancelled while its COMMIT is on the wire, a slice may be committed without the buffer
+        knowing, and the last flush would then append its history rows a second time."""
         await cancel_and_wait(self._preload_task)
-        await cancel_and_wait(self._task)
+        async with self._flush_lock:
+            await cancel_and_wait(self._task)
         await self.flush()

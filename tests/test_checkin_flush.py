@@ -111,3 +111,42 @@ async def test_concurrent_flushes_of_the_same_new_devices_lose_nothing(db):
                             "JOIN devices d ON d.id = h.device_id WHERE d.serial LIKE 'FL-RACE-%' GROUP BY d.serial")
     assert n == len(serials)
     assert len(hist) == len(serials) and all(sorted(h["v"]) == ["1.0", "2.0"] for h in hist)
+
+
+async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db):
+    """A flush cancelled mid-write can leave its rows committed but unrecorded (the last flush
+    then writes them again): stop() waits for it. The flush is held on a row lock, so it is
+    surely under way when stop() is called; it must then commit, not roll back."""
+    from gateway.checkins import CheckinBuffer
+
+    pool, pid = db
+    async with pool.acquire() as conn:
+        await store.flush_checkins(conn, [row(pid, "STOP-1", "evt", ["1.0"], T0)], last_seen_granularity=GRANULARITY)
+    buf = CheckinBuffer(pool, interval=0.01, last_seen_granularity=GRANULARITY)
+    blocker = await pool.acquire()
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("SELECT 1 FROM device_software s JOIN devices d ON d.id = s.device_id "
+                          "WHERE d.project_id = $1 AND d.serial = 'STOP-1' FOR UPDATE OF s", pid)
+    try:
+        buf.add(pid, "STOP-1", "evt", "main", "2.0", "memfault")
+        buf.start(preload=False)
+        waiting = "SELECT pid, query_start FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%unnest%'"
+        for _ in range(500):  # until the flush waits on the lock
+            flush = await pool.fetch(waiting)
+            if flush:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the flush never reached the locked row")
+        stopping = asyncio.ensure_future(buf.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()
+        # the same statement still waits: not cancelled (and then sent again)
+        assert await pool.fetch(waiting) == flush
+    finally:
+        await tx.rollback()
+        await pool.release(blocker)
+    await asyncio.wait_for(stopping, 10)
+    assert len(buf) == 0
+    assert (await state(pool, pid, "STOP-1"))[3] == [("1.0", None), ("2.0", "1.0")]
