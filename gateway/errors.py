@@ -162,6 +162,11 @@ def instrument(route: str, handler, *, shed: bool = True):
             status = 400
             return error_response(400, "the request contains text that is not valid UTF-8", "invalid_encoding")
         except DB_UNAVAILABLE as e:
+            if isinstance(e, ConnectionError) and _client_gone(request):
+                # the client went away mid-answer (e.g. a download cut): not the database's doing,
+                # and nobody to answer; aiohttp drops it quietly. 499 as nginx counts it
+                status = 499
+                raise
             status = 503
             log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
             return error_response(503, "the database is unavailable; retry later", "unavailable",
@@ -181,6 +186,11 @@ def instrument(route: str, handler, *, shed: bool = True):
 
 def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def add_route(app: web.Application, method: str, path: str, handler, *, shed: bool = True) -> None:
