@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from .appkeys import SETTINGS
+from .errors import client_gone
 from .metrics import METRICS
 
 CHUNK = 256 * 1024
@@ -175,11 +176,10 @@ async def send_blob(request: web.Request, path: Path, sha256: str, *, headers: d
 async def _send(request: web.Request, resp: web.StreamResponse, path: Path, offset: int, count: int) -> None:
     loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
-        transport = request.transport
-        if transport is None:
+        if client_gone(request):
             raise ConnectionResetError("connection lost")
         try:
-            await loop.sendfile(transport, f, offset, count, fallback=False)
+            await loop.sendfile(request.transport, f, offset, count, fallback=False)
             return
         except (NotImplementedError, RuntimeError, TypeError, AttributeError):
             pass  # uvloop and TLS transports have no native sendfile

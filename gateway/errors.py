@@ -162,7 +162,7 @@ def instrument(route: str, handler, *, shed: bool = True):
             status = 400
             return error_response(400, "the request contains text that is not valid UTF-8", "invalid_encoding")
         except DB_UNAVAILABLE as e:
-            if isinstance(e, ConnectionError) and _client_gone(request):
+            if isinstance(e, ConnectionError) and client_gone(request):
                 # the client went away mid-answer (e.g. a download cut): not the database's doing,
                 # and nobody to answer; aiohttp drops it quietly. 499 as nginx counts it
                 status = 499
@@ -188,7 +188,8 @@ def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
-def _client_gone(request: web.Request) -> bool:
+def client_gone(request: web.BaseRequest) -> bool:
+    """Whether the client's connection is closed or closing: nothing more can be sent on it."""
     transport = request.transport
     return transport is None or transport.is_closing()
 

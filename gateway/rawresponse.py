@@ -17,6 +17,8 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
+from .errors import client_gone
+
 _REASONS = {200: "OK", 204: "No Content", 304: "Not Modified"}
 _NO_BODY = (204, 304)
 _date = ["", b""]  # aiohttp's cached Date text (a new string each second) and its bytes
@@ -50,9 +52,9 @@ class RawResponse:
         self._body = body
 
     async def prepare(self, request: web.BaseRequest) -> None:
-        transport = request.transport
-        if transport is None or transport.is_closing():
+        if client_gone(request):
             raise ConnectionResetError("the client closed the connection")  # aiohttp's handler expects this
+        transport = request.transport
         text = rfc822_formatted_time()
         if text is not _date[0]:
             _date[0], _date[1] = text, text.encode("ascii")
