@@ -113,15 +113,23 @@ async def test_concurrent_flushes_of_the_same_new_devices_lose_nothing(db):
     assert len(hist) == len(serials) and all(sorted(h["v"]) == ["1.0", "2.0"] for h in hist)
 
 
-async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db):
+async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db, monkeypatch):
     """A flush cancelled mid-write can leave its rows committed but unrecorded (the last flush
     then writes them again): stop() waits for it. The flush is held on a row lock, so it is
-    surely under way when stop() is called; it must then commit, not roll back."""
+    surely under way when stop() is called; it must then be the only write of its rows."""
     from gateway.checkins import CheckinBuffer
 
     pool, pid = db
+    writes = []
+    write = store.flush_checkins
+
+    async def counted(conn, rows, **kw):
+        writes.append(rows)
+        return await write(conn, rows, **kw)
+
     async with pool.acquire() as conn:
         await store.flush_checkins(conn, [row(pid, "STOP-1", "evt", ["1.0"], T0)], last_seen_granularity=GRANULARITY)
+    monkeypatch.setattr(store, "flush_checkins", counted)
     buf = CheckinBuffer(pool, interval=0.01, last_seen_granularity=GRANULARITY)
     blocker = await pool.acquire()
     tx = blocker.transaction()
@@ -140,7 +148,8 @@ async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db):
         else:
             pytest.fail("the flush never reached the locked row")
         stopping = asyncio.ensure_future(buf.stop())
-        await asyncio.sleep(0.2)
+        for _ in range(5):  # let stop() run up to where it waits (it used to cancel the flush here)
+            await asyncio.sleep(0)
         assert not stopping.done()
         # the same statement still waits: not cancelled (and then sent again)
         assert await pool.fetch(waiting) == flush
@@ -148,5 +157,5 @@ async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db):
         await tx.rollback()
         await pool.release(blocker)
     await asyncio.wait_for(stopping, 10)
-    assert len(buf) == 0
+    assert len(buf) == 0 and len(writes) == 1  # written once: not cancelled, then sent again
     assert (await state(pool, pid, "STOP-1"))[3] == [("1.0", None), ("2.0", "1.0")]
