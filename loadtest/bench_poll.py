@@ -97,17 +97,16 @@ def at_load(url: str, path: str, target: float, duration: int, env: dict, connec
     server meets the requests that arrive meanwhile (no coordinated omission). Also how the
     connections were spread over the server's processes, sampled mid-run."""
     host, _, port = url.removeprefix("http://").partition(":")
-    out: dict = {}
-    run = threading.Thread(target=lambda: out.update(openloop.run(
+    r: dict = {}
+    run = threading.Thread(target=lambda: r.update(openloop.run(
         host, int(port), target, duration, connections=connections, warmup=2, mode=kind(path),
         devices=int(env["OTA_DEVICES"]), key=env["OTA_KEY"], cpus=LOAD_CPUS)))
     run.start()
     run.join(2 + duration / 2)  # past the generator's warm-up: every connection is open
     split = connection_split(int(port))
     run.join()
-    if not out:
+    if not r:
         raise SystemExit(f"openloop failed against {url}{path}")
-    r = out
     return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "p999": r["p999_ms"],
             "late": r["late_sends"], "queued": r["queued_sends"], "non2xx": r["completed"] - r["status_2xx"],
             "split": "/".join(map(str, split)) or "?"}
@@ -188,7 +187,8 @@ def measure(args: argparse.Namespace, tmp: str) -> int:
     procs: list[subprocess.Popen] = []
     try:
         # without --database-url the gateway runs its own embedded PostgreSQL in the data dir
-        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url, env={**BOOTSTRAP, "OTA_LISTEN_MODE": args.listen_mode})
+        base, gw = stack.serve(tmp, workers=args.workers, database_url=args.database_url,
+                               env={**BOOTSTRAP, "OTA_LISTEN_MODE": args.listen_mode})
         procs.append(gw)
         hport = free_port()
         procs.append(subprocess.Popen([sys.executable, str(HERE / "hello_app.py"), "--port", str(hport),
