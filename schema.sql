@@ -258,6 +258,11 @@ CREATE TABLE IF NOT EXISTS activation_requests (
     created_at       timestamptz NOT NULL DEFAULT now(),
     decided_at       timestamptz
 );
+-- Any change that alters what a device of a cohort requiring approval gets is filed here, not only
+-- activations: `action` names the change (domain.access), `params` what to carry out on approval.
+ALTER TABLE activation_requests ADD COLUMN IF NOT EXISTS params jsonb;
+ALTER TABLE activation_requests ALTER COLUMN release_id DROP NOT NULL;
+ALTER TABLE activation_requests DROP CONSTRAINT IF EXISTS activation_requests_action_check;
 
 CREATE TABLE IF NOT EXISTS audit_log (
     id          bigserial PRIMARY KEY,

@@ -48,6 +48,7 @@ class Client:
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 raw = r.read()
+                status = r.status
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -57,7 +58,10 @@ class Client:
             raise CliError(f"{message} (HTTP {e.code})") from None
         except urllib.error.URLError as e:
             raise CliError(f"cannot reach {self.url}: {e.reason}") from None
-        return json.loads(raw)["data"] if raw else None
+        result = json.loads(raw)["data"] if raw else None
+        if status == 202 and isinstance(result, dict):
+            raise Pending(result)  # nothing changed yet: say so instead of what would have changed
+        return result
 
 
     def put_file(self, url: str, path: str, progress: Progress) -> None:
@@ -176,6 +180,23 @@ def format_inspect(d: dict) -> str:
     return "\n".join(out)
 
 
+def _request_what(q: dict) -> str:
+    """What an approval request would change, in one cell."""
+    if q["action"] in ("activate", "deactivate") and q.get("release"):
+        rel = q["release"]
+        what = (f"{rel['delta_from']} -> " if rel["delta_from"] else "") + rel["version"]
+        return what + (f" ({q['rollout_percent']}%)" if q["type"] == "staged_rollout" else "")
+    return ", ".join(f"{k}={v}" for k, v in sorted((q.get("change") or {}).items()))
+
+
+class Pending(Exception):
+    """The server filed an approval request instead of making the change (HTTP 202)."""
+
+    def __init__(self, request: dict):
+        super().__init__(request)
+        self.request = request
+
+
 def run(args: argparse.Namespace) -> int:
     c = Client(args.url, args.token, args.org, args.project)
     try:
@@ -183,6 +204,13 @@ def run(args: argparse.Namespace) -> int:
     except CliError as e:
         print(f"ota-gateway: error: {e}", file=sys.stderr)
         return 1
+    except Pending as p:
+        req = p.request
+        result = req
+        text = (f"{req.get('action', 'change')} request {req.get('id')} in cohort {req.get('cohort')} is waiting "
+                "for approval by another identity; nothing has changed yet")
+        if req.get("key"):
+            text += f"\nproject key (works once approved; shown once): {req['key']}"
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif text:
@@ -291,8 +319,6 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
                 d = c.call("POST", P("/deployments"), body)
         else:
             d = c.call("POST", P("/deployments"), body)
-        if "requested_by" in d:
-            return d, f"activation request {d['id']} is waiting for approval"
         return d, f"deployment {d['id']}: {a.release} on cohort {a.cohort} ({d['status']}, {d['rollout_percent']}%)"
     if cmd == "abort":
         query = {"cohort": a.cohort}
@@ -304,15 +330,12 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
         if not active:
             raise CliError(f"no active deployment of {a.release} on cohort {a.cohort}")
         results = [c.call("DELETE", P(f"/deployments/{x['id']}")) for x in active]
-        return results, "\n".join(f"deactivated deployment {x['id']}" if "requested_by" not in r else
-                                  f"deactivation request {r['id']} is waiting for approval"
-                                  for x, r in zip(active, results))
+        return results, "\n".join(f"deactivated deployment {x['id']}" for x in active)
     if cmd == "requests":
         if sub == "list":
             d = c.call("GET", P("/activation-requests"), query={"status": a.status})
-            return d, _table([[x["id"], x["action"], x["cohort"], x["release"]["version"], x["type"],
-                               x["rollout_percent"], x["status"], x["requested_by"]] for x in d],
-                             ["id", "action", "cohort", "release", "type", "percent", "status", "requested_by"])
+            return d, _table([[x["id"], x["action"], x["cohort"], _request_what(x), x["status"], x["requested_by"]]
+                              for x in d], ["id", "action", "cohort", "change", "status", "requested_by"])
         d = c.call("POST", P(f"/activation-requests/{a.id}/{sub}"))
         return d, f"request {a.id} {d['status']}"
     if cmd == "matrix":

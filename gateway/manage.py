@@ -12,11 +12,10 @@ from aiohttp import web
 from . import store
 from .appkeys import POOL, SETTINGS, SIGNER
 from .artifacts import new_upload_token
-from .errors import ApiError, BadRequest, Conflict, NotFound, add_route
+from .errors import BadRequest, NotFound, add_route
 from .manage_auth import context_for, project_for
 from .manage_common import P, body_json, data, iso, need_str, refresh
-from .services import releases
-from .services.releases import release_json
+from .services import projects, releases
 from .versions import check_version
 
 
@@ -34,9 +33,10 @@ async def get_project(request: web.Request) -> web.Response:
 async def patch_project(request: web.Request) -> web.Response:
     """PATCH P: project settings (strict_semver, ddi_software_type, ddi_hardware_version,
     poll_limit_per_minute)."""
-    ident, p = await project_for(request)
-    ident.require("manager")
-    body = await body_json(request)
+    ctx = await context_for(request)
+    ctx.ident.require("manager")
+    body = await body_json(request, {"strict_semver": None, "ddi_software_type": None,
+                                     "ddi_hardware_version": None, "poll_limit_per_minute": None})
     changes: dict = {}
     if "strict_semver" in body:
         if not isinstance(body["strict_semver"], bool):
@@ -50,19 +50,9 @@ async def patch_project(request: web.Request) -> web.Response:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise BadRequest("poll_limit_per_minute must be a positive integer or null")
         changes["poll_limit_per_minute"] = v
-    unknown = set(body) - {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute"}
-    if unknown:
-        raise BadRequest(f"unknown project setting(s): {', '.join(sorted(unknown))}")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await store.update_project(conn, p["id"], changes)
-        for key in ("ddi_software_type", "ddi_hardware_version"):
-            if changes.get(key):
-                add = store.add_software_type if key == "ddi_software_type" else store.add_hardware_version
-                await add(conn, p["id"], changes[key])
-        await store.audit(conn, p["id"], ident.actor, "project.update", f"project:{p['slug']}",
-                          {k: p[k] for k in changes}, changes)
-        await store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
+    change = await projects.update_project(ctx, changes)
+    if change.pending:
+        return data(change.data, status=202)
     return await get_project(request)
 
 
@@ -90,6 +80,7 @@ async def create_signing_key(request: web.Request) -> web.Response:
 
     ident, p = await project_for(request)
     ident.require("manager")
+    await body_json(request, {})
     seed = ed25519.new_seed()
     async with request.app[POOL].acquire() as conn, conn.transaction():
         before = await store.signing_key(conn, p["id"])
@@ -106,6 +97,7 @@ async def create_signing_key(request: web.Request) -> web.Response:
 async def delete_signing_key(request: web.Request) -> web.Response:
     ident, p = await project_for(request)
     ident.require("manager")
+    await body_json(request, {})
     async with request.app[POOL].acquire() as conn, conn.transaction():
         if not await store.delete_signing_key(conn, p["id"]):
             raise NotFound("this project has no signing key")
@@ -134,7 +126,8 @@ async def software_version(request: web.Request) -> web.Response:
 
 async def create_upload(request: web.Request) -> web.Response:
     _, p = await project_for(request)
-    body = await body_json(request)
+    # memfault-cli 1.x sends the kind of file (OTA_PAYLOAD, ...) and its size
+    body = await body_json(request, {"kind": None, "size": None})
     settings = request.app[SETTINGS]
     size = body.get("size")
     if size is not None and (not isinstance(size, int) or size < 0):
@@ -171,10 +164,20 @@ def _version_field(sv: dict, strict: bool) -> tuple[str, str | None]:
     return to, frm
 
 
+# What memfault-cli 1.0-1.12 sends to releases/ota_payload (upload-ota-payload and
+# upload-zchunk-ota-payload; component versions since 1.10); anything else is refused.
+_OTA_PAYLOAD_FIELDS = {
+    "file": {"token": None, "md5": None, "name": None},
+    "software_version": {"version": None, "software_type": None, "revision": None},
+    "hardware_version": None, "must_pass_through": None, "notes": None, "extra_info": None,
+    "firmware_type": None, "component_version": None, "component_base_version": None,
+}
+
+
 async def ota_payload(request: web.Request) -> web.Response:
     """POST P/releases/ota_payload: attach an uploaded file to a (new) release."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, _OTA_PAYLOAD_FIELDS)
     file = body.get("file")
     if not isinstance(file, dict):
         raise BadRequest("file is required (an object with token, md5 and name)")
@@ -186,7 +189,7 @@ async def ota_payload(request: web.Request) -> web.Response:
     sv = body.get("software_version")
     if not isinstance(sv, dict):
         raise BadRequest("software_version is required (an object with version and software_type)")
-    version, from_version = _version_field(sv, p["strict_semver"])
+    version, from_version = _version_field(sv, ctx.project["strict_semver"])
     software_type = need_str(sv, "software_type", "software_version.software_type")
     revision = sv.get("revision") or ""
     hw = need_str(body, "hardware_version")
@@ -194,6 +197,7 @@ async def ota_payload(request: web.Request) -> web.Response:
     mpt = body.get("must_pass_through", False)
     extra = body.get("extra_info")
     firmware_type = body.get("firmware_type") or "firmware"
+    md5 = file.get("md5")
     if not isinstance(revision, str) or not isinstance(notes, str):
         raise BadRequest("software_version.revision and notes must be strings")
     if not isinstance(mpt, bool):
@@ -205,45 +209,13 @@ async def ota_payload(request: web.Request) -> web.Response:
         raise BadRequest("extra_info must be an object of string values")
     if not isinstance(firmware_type, str):
         raise BadRequest("firmware_type must be a string")
-
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
-        upload = await store.get_upload(conn, token)
-        if upload is None or upload["project_id"] != p["id"]:
-            raise BadRequest("file.token is unknown")
-        if upload["status"] != "complete":
-            raise BadRequest("file.token: the upload has not completed (PUT the bytes to upload_url first)")
-        md5 = file.get("md5")
-        if md5 and md5.lower() != upload["md5"]:
-            raise BadRequest(f"file.md5 {md5} does not match the uploaded bytes ({upload['md5']})")
-        rel = await store.find_release(conn, p["id"], software_type, version, from_version)
-        if rel is None:
-            rel = await store.create_release(
-                conn, p["id"], software_type=software_type, version=version, from_version=from_version,
-                must_pass_through=mpt, revision=revision, notes=notes, extra_info=None, created_by=ident.actor)
-            created = True
-        else:
-            created = False
-            existing = await store.payload_for(conn, rel["id"], hw, firmware_type)
-            if existing is not None:
-                if existing["sha256"] == upload["sha256"]:
-                    raise Conflict(f"release {version} already has this payload for hardware {hw}",
-                                   type="already_exists")
-                raise BadRequest(f"release {version} ({software_type}) already has a different payload for "
-                                 f"hardware_version {hw}; upload it as a new version")
-            await store.touch_release(conn, rel["id"])
-        pl = await store.create_payload(
-            conn, rel["id"], hardware_version=hw, firmware_type=firmware_type, filename=name, size=upload["size"],
-            sha256=upload["sha256"], md5=upload["md5"], sha1=upload["sha1"], extra_info=extra)
-        await store.add_hardware_version(conn, p["id"], hw)
-        await store.add_software_type(conn, p["id"], software_type)
-        await store.audit(conn, p["id"], ident.actor, "release.create" if created else "release.add_payload",
-                          f"release:{rel['id']}", None,
-                          {"version": version, "from_version": from_version, "software_type": software_type,
-                           "hardware_version": hw, "sha256": upload["sha256"]})
-        await store.rebuild_resolution(conn, p["id"])
-    await refresh(request, f"project:{p['id']}")
-    return data(release_json(dict(rel), [dict(pl)]), status=201 if created else 200)
+    if md5 is not None and not isinstance(md5, str):
+        raise BadRequest("file.md5 must be a string")
+    change = await releases.add_payload(ctx, {
+        "token": token, "md5": md5, "name": name, "version": version, "from_version": from_version,
+        "software_type": software_type, "revision": revision, "hardware_version": hw, "notes": notes,
+        "must_pass_through": mpt, "extra_info": extra, "firmware_type": firmware_type})
+    return data(change.data, status=202 if change.pending else 201 if change.created else 200)
 
 
 async def list_releases(request: web.Request) -> web.Response:
@@ -254,11 +226,6 @@ async def list_releases(request: web.Request) -> web.Response:
                                              hardware_version=q.get("hardware_version")))
 
 
-async def _release_by_ref(request, conn, project_id: int) -> dict:
-    """{release} in the path is a numeric id or a version string (unique across software types)."""
-    return await releases.release_by_ref(conn, project_id, request.match_info["release"])
-
-
 async def get_release(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     return data(await releases.get_release(ctx, request.match_info["release"]))
@@ -266,8 +233,8 @@ async def get_release(request: web.Request) -> web.Response:
 
 async def patch_release(request: web.Request) -> web.Response:
     """PATCH releases/{id|version}: notes, revision, extra_info (release-level string map)."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, {"notes": None, "revision": None, "extra_info": None})
     changes: dict = {}
     for key in ("notes", "revision"):
         if key in body:
@@ -280,36 +247,15 @@ async def patch_release(request: web.Request) -> web.Response:
                                   not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())):
             raise BadRequest("extra_info must be an object of string values, or null")
         changes["extra_info"] = extra
-    unknown = set(body) - {"notes", "revision", "extra_info"}
-    if unknown:
-        raise BadRequest(f"unknown release field(s): {', '.join(sorted(unknown))}")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        r = await _release_by_ref(request, conn, p["id"])
-        await store.update_release(conn, r["id"], changes)
-        await store.audit(conn, p["id"], ident.actor, "release.update", f"release:{r['id']}",
-                          {k: r[k] for k in changes}, changes)
-        await store.notify(conn, f"project:{p['id']}")
-        r = (await store.releases_with_payloads(conn, p["id"], release_id=r["id"]))[0]
-    await refresh(request, f"project:{p['id']}")
-    return data(release_json(r, r["payloads"]))
+    change = await releases.update_release(ctx, request.match_info["release"], changes)
+    return data(change.data, status=202 if change.pending else 200)
 
 
 async def delete_release(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        r = await _release_by_ref(request, conn, p["id"])
-        active = await store.active_activations_of(conn, r["id"])
-        if active:
-            raise ApiError(f"release {r['version']} is still active in cohort(s) "
-                           f"{', '.join(a['cohort'] for a in active)} (deployment ids "
-                           f"{', '.join(str(a['id']) for a in active)}); deactivate them first",
-                           status=409, type="release_active")
-        await store.delete_release(conn, r["id"])
-        await store.audit(conn, p["id"], ident.actor, "release.delete", f"release:{r['id']}",
-                          release_json(r, r["payloads"]), None)
-        await store.rebuild_resolution(conn, p["id"])
-    await refresh(request, f"project:{p['id']}")
-    return web.Response(status=204)
+    ctx = await context_for(request)
+    await body_json(request, {})
+    change = await releases.delete_release(ctx, request.match_info["release"])
+    return data(change.data, status=202) if change.pending else web.Response(status=204)
 
 
 def setup(app: web.Application) -> None:

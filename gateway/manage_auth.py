@@ -11,10 +11,10 @@ from aiohttp import web
 
 from . import store
 from .appkeys import POOL
+from .domain.access import role_at_least
 from .errors import Forbidden, NotFound, Unauthorized
 from .tokens import verify_user_secret
 
-ROLES = {"viewer": 0, "editor": 1, "manager": 2}
 _USER_CACHE_TTL = 60.0
 _user_cache: dict[tuple[str, str], tuple[float, "Identity"]] = {}
 
@@ -28,7 +28,7 @@ class Identity:
     can_activate_protected: bool
 
     def require(self, role: str) -> None:
-        if ROLES[self.role] < ROLES[role]:
+        if not role_at_least(self.role, role):
             raise Forbidden(f"this action needs the {role} role; you are {self.role}")
 
 

@@ -1,6 +1,7 @@
 """Shared pieces of the management API: envelope, body parsing, field validation."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -41,10 +42,30 @@ def _check_text(value, path: str = "body", depth: int = 0) -> None:
             _check_text(v, f"{path}[{i}]", depth + 1)
 
 
-async def body_json(request: web.Request) -> dict:
+# The fields a body may have: a name maps to None (any value) or to the fields of the object
+# it holds. Whatever else a body carries is refused (400 naming it) before anything is applied:
+# a field we do not know (`dry_run`, a typo) must never be silently ignored.
+Fields = Mapping[str, "Fields | None"]
+
+
+def only_fields(obj: dict, fields: Fields, path: str = "") -> None:
+    """400 naming the first field of `obj` (and of the objects it nests, as declared) that
+    `fields` does not list."""
+    for key, value in obj.items():
+        name = f"{path}.{key}" if path else key
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise BadRequest(f"unknown field {name[:80]!r} (this endpoint takes: {known})", type="unknown_field")
+        sub = fields[key]
+        if sub is not None and isinstance(value, dict):
+            only_fields(value, sub, name)
+
+
+async def body_json(request: web.Request, fields: Fields) -> dict:
     """The request body as a JSON object ({} when empty: memfault-cli <= 1.8 posts /upload
-    without a body). 415 for a body of another media type, 413 past the app's size limit,
-    400 for invalid UTF-8, invalid JSON, a non-object or NUL characters."""
+    without a body) with only the declared `fields`. 415 for a body of another media type, 413
+    past the app's size limit, 400 for invalid UTF-8, invalid JSON, a non-object, NUL
+    characters or an unknown field."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
@@ -67,6 +88,7 @@ async def body_json(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     _check_text(body)
+    only_fields(body, fields)
     return body
 
 

@@ -21,7 +21,7 @@ async def set_token(request: web.Request) -> web.Response:
     """POST D/token [{"token"}]: set or rotate the device's TargetToken; shown only in this answer."""
     ctx = await context_for(request)
     serial = request.match_info["serial"]
-    body = await body_json(request)
+    body = await body_json(request, {"token": None})
     token = body.get("token")
     if token is None:
         token = secrets.token_hex(16)
@@ -33,7 +33,9 @@ async def set_token(request: web.Request) -> web.Response:
 
 async def delete_token(request: web.Request) -> web.Response:
     """DELETE D/token: the device can then only authenticate with a GatewayToken."""
-    await ddi_svc.set_token(await context_for(request), request.match_info["serial"], None)
+    ctx = await context_for(request)
+    await body_json(request, {})
+    await ddi_svc.set_token(ctx, request.match_info["serial"], None)
     return web.Response(status=204)
 
 
@@ -50,10 +52,12 @@ async def device_actions(request: web.Request) -> web.Response:
 async def retry_action(request: web.Request) -> web.Response:
     """POST D/actions/{action_id}/retry: offer a release that failed on this device again."""
     ctx = await context_for(request)
+    await body_json(request, {})
     raw = request.match_info["action_id"]
     if not raw.isdigit():
         raise BadRequest("action_id must be an integer")
-    return data(await ddi_svc.retry_action(ctx, request.match_info["serial"], int(raw)))
+    change = await ddi_svc.retry_action(ctx, request.match_info["serial"], int(raw))
+    return data(change.data, status=202 if change.pending else 200)
 
 
 async def release_stats(request: web.Request) -> web.Response:

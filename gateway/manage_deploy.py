@@ -41,13 +41,17 @@ async def create_deployment(request: web.Request) -> web.Response:
     """POST P/deployments {type, release, cohort, rollout_percent}: activate a release (or change
     its rollout percentage); 202 with a pending request when the cohort requires approval."""
     ctx = await context_for(request)
-    spec = svc.ActivationSpec.parse(await body_json(request))
+    # what memfault-cli's deploy-release sends, plus our software_type (to name one release of
+    # a version that exists for several software types)
+    spec = svc.ActivationSpec.parse(await body_json(request, {"type": None, "release": None, "cohort": None,
+                                                               "rollout_percent": None, "software_type": None}))
     return _answer(await svc.activate(ctx, spec))
 
 
 async def delete_deployment(request: web.Request) -> web.Response:
     """DELETE P/deployments/{id}: pull (deactivate) an activation."""
     ctx = await context_for(request)
+    await body_json(request, {})
     return _answer(await svc.deactivate(ctx, _int_id(request, "deployment")))
 
 
@@ -58,11 +62,13 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def approve_request(request: web.Request) -> web.Response:
     ctx = await context_for(request)
+    await body_json(request, {})
     return data(await svc.decide(ctx, _int_id(request, "request"), True))
 
 
 async def reject_request(request: web.Request) -> web.Response:
     ctx = await context_for(request)
+    await body_json(request, {})
     return data(await svc.decide(ctx, _int_id(request, "request"), False))
 
 

@@ -6,12 +6,13 @@ from aiohttp import web
 
 from . import store
 from .appkeys import POOL
-from .errors import BadRequest, Conflict, Forbidden, NotFound, add_route, json_response
+from .errors import BadRequest, Conflict, NotFound, add_route, json_response
 from .manage_auth import context_for, project_for
-from .manage_common import _SLUG_CHARS, P, body_json, data, iso, need_str, one_release, refresh
+from .manage_common import _SLUG_CHARS, P, body_json, data, need_str, one_release, refresh
 from .mirror import SERIAL_RE_TEXT
-from .services import fleet
-from .services.fleet import cohort_json, device_json
+from .services import Change, devices, fleet
+from .services.devices import key_json
+from .services.fleet import cohort_json
 from .tokens import hash_token, new_project_key
 
 
@@ -23,7 +24,7 @@ async def list_cohorts(request: web.Request) -> web.Response:
 
 async def create_cohort(request: web.Request) -> web.Response:
     ident, p = await project_for(request)
-    body = await body_json(request)
+    body = await body_json(request, {"slug": None, "name": None})
     slug = need_str(body, "slug", charset=_SLUG_CHARS, required=False)
     name = need_str(body, "name", charset=None, required=slug is None) or slug
     slug = slug or "".join(ch if ch in _SLUG_CHARS else "-" for ch in name.lower())
@@ -56,31 +57,33 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_response({"data": rows, "paging": {"total_count": total, "page": page, "per_page": limit}})
 
 
+def _cohort_slug(body: dict, *, default: str | None = None) -> str:
+    """`cohort` is a slug or an object with one (the shape devices are answered with)."""
+    slug = body.get("cohort") or default
+    if isinstance(slug, dict):
+        slug = slug.get("slug")
+    if not isinstance(slug, str) or not slug:
+        raise BadRequest("cohort is required (a cohort slug)")
+    return slug
+
+
+_COHORT_REF = {"slug": None}
+
+
 async def create_device(request: web.Request) -> web.Response:
     """Factory provisioning: serial + hardware version (+ cohort)."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, {"device_serial": None, "hardware_version": None, "cohort": _COHORT_REF})
     serial = need_str(body, "device_serial", charset=None)
     if not SERIAL_RE_TEXT.match(serial):
         raise BadRequest("device_serial must match ^[-a-zA-Z0-9_]+$ (at most 128 characters)")
     hw = need_str(body, "hardware_version")
-    cohort_slug = body.get("cohort") or "default"
-    if isinstance(cohort_slug, dict):
-        cohort_slug = cohort_slug.get("slug")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        cohort = await store.cohort_by_slug(conn, p["id"], cohort_slug) if isinstance(cohort_slug, str) else None
-        if cohort is None:
-            raise BadRequest(f"cohort {cohort_slug!r} not found")
-        if not await store.create_device(conn, p["id"], serial, hw, cohort["id"]):
-            raise Conflict(f"device {serial} already exists")
-        await store.add_hardware_version(conn, p["id"], hw)
-        await store.audit(conn, p["id"], ident.actor, "device.create", f"device:{serial}", None,
-                          {"hardware_version": hw, "cohort": cohort["slug"]})
-        await store.notify(conn, f"project:{p['id']}")
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"project:{p['id']}", f"device:{p['id']}:{serial}")
-    return data(device_json(row), status=201)
+    return _answer(await devices.create_device(ctx, serial, hw, _cohort_slug(body, default="default")))
+
+
+def _answer(change: Change) -> web.Response:
+    """201 for something created, 202 for a request waiting for approval, else 200."""
+    return data(change.data, status=202 if change.pending else 201 if change.created else 200)
 
 
 async def get_device(request: web.Request) -> web.Response:
@@ -89,37 +92,22 @@ async def get_device(request: web.Request) -> web.Response:
 
 async def patch_device(request: web.Request) -> web.Response:
     """PATCH {"cohort": slug} moves a device (and un-stages it)."""
-    ident, p = await project_for(request)
-    serial = request.match_info["serial"]
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, {"cohort": _COHORT_REF, "hardware_version": None})
     if "hardware_version" in body:
         raise BadRequest("hardware_version is immutable")
-    slug = body.get("cohort")
-    if isinstance(slug, dict):
-        slug = slug.get("slug")
-    if not isinstance(slug, str) or not slug:
-        raise BadRequest("cohort is required (a cohort slug)")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        before = await store.device_row(conn, p["id"], serial)
-        if before is None:
-            raise NotFound(f"device {serial} not found")
-        cohort = await store.cohort_by_slug(conn, p["id"], slug)
-        if cohort is None:
-            raise BadRequest(f"cohort {slug!r} not found")
-        await store.move_device(conn, p["id"], serial, cohort["id"])
-        await store.audit(conn, p["id"], ident.actor, "device.move", f"device:{serial}",
-                          {"cohort": before["cohort_slug"]}, {"cohort": slug})
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"device:{p['id']}:{serial}")
-    return data(device_json(row))
+    return _answer(await devices.move_device(ctx, request.match_info["serial"], _cohort_slug(body)))
+
+
+_COHORT_SETTINGS = {"name": None, "version_checking": None, "protected": None, "requires_approval": None,
+                    "ddi_polling_interval": None, "ddi_update_type": None}
 
 
 async def patch_cohort(request: web.Request) -> web.Response:
     """PATCH cohort settings: name, version_checking, ddi_polling_interval, ddi_update_type,
     protected, requires_approval. Protection and approval settings need the manager role."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, _COHORT_SETTINGS)
     changes: dict = {}
     for key in ("version_checking", "protected", "requires_approval"):
         if key in body:
@@ -137,35 +125,16 @@ async def patch_cohort(request: web.Request) -> web.Response:
         if body["ddi_update_type"] not in ("attempt", "forced"):
             raise BadRequest("ddi_update_type must be 'attempt' or 'forced'")
         changes["ddi_update_type"] = body["ddi_update_type"]
-    unknown = set(body) - set(changes)
-    if unknown:
-        raise BadRequest(f"unknown cohort setting(s): {', '.join(sorted(unknown))}")
-    if {"protected", "requires_approval"} & set(changes):
-        ident.require("manager")
-    slug = request.match_info["cohort"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        cohort = await store.cohort_by_slug(conn, p["id"], slug)
-        if cohort is None:
-            raise NotFound(f"cohort {slug!r} not found")
-        if cohort["protected"] and not (ident.role == "manager" or ident.can_activate_protected):
-            raise Forbidden(f"cohort {slug!r} is protected: its settings need the manager role")
-        row = await store.update_cohort(conn, cohort["id"], changes)
-        await store.audit(conn, p["id"], ident.actor, "cohort.update", f"cohort:{slug}",
-                          {k: cohort[k] for k in changes}, changes)
-        if "version_checking" in changes:
-            await store.rebuild_resolution(conn, p["id"])
-        else:
-            await store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
-    return data(cohort_json(row))
+    return _answer(await devices.update_cohort(ctx, request.match_info["cohort"], changes))
 
 
 async def stage_devices(request: web.Request) -> web.Response:
     """POST cohorts/{slug}/staging: stage or unstage named devices (`serials`), or up to `limit`
     devices matching filters (`current_version`, `software_type`, `hardware_version`) that are
     not so yet, most recently seen first (`order`: last_seen | random)."""
-    ident, p = await project_for(request)
-    body = await body_json(request)
+    ctx = await context_for(request)
+    body = await body_json(request, {"staged": None, "serials": None, "limit": None, "order": None,
+                                     "current_version": None, "software_type": None, "hardware_version": None})
     staged = body.get("staged", True)
     if not isinstance(staged, bool):
         raise BadRequest("staged must be a boolean")
@@ -180,56 +149,33 @@ async def stage_devices(request: web.Request) -> web.Response:
         raise BadRequest("order must be 'last_seen' or 'random'")
     filters = {k: need_str(body, k, required=False, charset=None) for k in
                ("current_version", "software_type", "hardware_version")}
-    slug = request.match_info["cohort"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        cohort = await store.cohort_by_slug(conn, p["id"], slug)
-        if cohort is None:
-            raise NotFound(f"cohort {slug!r} not found")
-        if serials is not None:
-            found = await store.stage_serials(conn, p["id"], serials, staged, cohort_id=cohort["id"])
-            missing = sorted(set(serials) - set(found))
-            if missing:
-                raise NotFound(f"not devices of cohort {slug!r}: {', '.join(missing[:20])}")
-            changed = len(found)
-        else:
-            changed = await store.stage_filtered(conn, p["id"], cohort["id"], staged=staged, limit=limit,
-                                                 order=order, **filters)
-        total, staged_now = await store.cohort_staged_count(conn, cohort["id"])
-        await store.audit(conn, p["id"], ident.actor, "cohort.stage" if staged else "cohort.unstage",
-                          f"cohort:{slug}", None, {"changed": changed, "serials": serials, "limit": limit,
-                                                   **{k: v for k, v in filters.items() if v}})
-        msg = f"cohort-devices:{p['id']}:{cohort['id']}"
-        await store.notify(conn, msg)
-    await refresh(request, msg)
-    return data({"changed": changed, "staged": staged_now, "devices": total})
+    return _answer(await devices.stage(ctx, request.match_info["cohort"], staged=staged, serials=serials,
+                                       limit=limit, order=order, filters=filters))
 
 
 async def _change_override(request: web.Request, *, clear: bool) -> web.Response:
-    ident, p = await project_for(request)
-    release_ref = None if clear else _override_body(await body_json(request))
+    ctx = await context_for(request)
+    body = await body_json(request, {} if clear else {"release": None, "software_type": None})
+    release_ref = None if clear else _override_body(body)
     serial = request.match_info["serial"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        dev = await store.device_row(conn, p["id"], serial)
-        if dev is None:
-            raise NotFound(f"device {serial} not found")
-        release_id = None
-        if release_ref is not None:
-            ref, software_type = release_ref["release"], release_ref.get("software_type")
-            if ref.isdigit() and not await store.find_releases(conn, p["id"], ref, None):
-                rows = await store.releases_with_payloads(conn, p["id"], release_id=int(ref))
-                if not rows:
-                    raise NotFound(f"release {ref!r} not found")
-                release_id = rows[0]["id"]
-            else:
-                release_id = (await one_release(conn, p["id"], ref, None, software_type))["id"]
-        await store.set_override(conn, p["id"], serial, release_id)
-        await store.audit(conn, p["id"], ident.actor, "device.override" if release_id else "device.clear_override",
-                          f"device:{serial}", {"release_override_id": dev["release_override_id"]},
-                          {"release_override_id": release_id})
-        await store.notify(conn, f"device:{p['id']}:{serial}")
-        row = await store.device_row(conn, p["id"], serial)
-    await refresh(request, f"device:{p['id']}:{serial}")
-    return data(device_json(row))
+    release_id = None
+    if release_ref is not None:
+        async with ctx.pool.acquire() as conn:
+            if await store.device_row(conn, ctx.pid, serial) is None:
+                raise NotFound(f"device {serial} not found")
+            release_id = await _override_release(conn, ctx.pid, release_ref)
+    return _answer(await devices.set_override(ctx, serial, release_id))
+
+
+async def _override_release(conn, project_id: int, release_ref: dict) -> int:
+    """The release an override names: a release id, or a version (with its software type)."""
+    ref, software_type = release_ref["release"], release_ref.get("software_type")
+    if ref.isdigit() and not await store.find_releases(conn, project_id, ref, None):
+        rows = await store.releases_with_payloads(conn, project_id, release_id=int(ref))
+        if not rows:
+            raise NotFound(f"release {ref!r} not found")
+        return rows[0]["id"]
+    return (await one_release(conn, project_id, ref, None, software_type))["id"]
 
 
 def _override_body(body: dict) -> dict:
@@ -260,43 +206,29 @@ async def device_history(request: web.Request) -> web.Response:
 
 # -- project keys ---------------------------------------------------------------------------
 
-def key_json(k) -> dict:
-    return {"id": k["id"], "name": k["name"], "cohort_override": k["cohort_override"],
-            "created_date": iso(k["created_at"]), "revoked_date": iso(k["revoked_at"])}
-
-
 async def list_keys(request: web.Request) -> web.Response:
     _, p = await project_for(request)
     return data([key_json(k) for k in await store.list_project_keys(request.app[POOL], p["id"])])
 
 
 async def create_key(request: web.Request) -> web.Response:
-    """POST project-keys {name, cohort_override?}: the key is returned once, stored hashed."""
-    ident, p = await project_for(request)
-    ident.require("manager")
-    body = await body_json(request)
+    """POST project-keys {name, cohort_override?}: the key is returned once, stored hashed. For
+    a cohort that requires approval the answer is 202 with the request and the key, which
+    works once the request is approved."""
+    ctx = await context_for(request)
+    ctx.ident.require("manager")
+    body = await body_json(request, {"name": None, "cohort_override": None})
     name = need_str(body, "name", required=False, charset=None) or ""
     override = need_str(body, "cohort_override", required=False, charset=None)
     key = new_project_key()
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        cohort_id = None
-        if override:
-            cohort = await store.cohort_by_slug(conn, p["id"], override)
-            if cohort is None:
-                raise BadRequest(f"cohort_override: cohort {override!r} not found")
-            cohort_id = cohort["id"]
-        kid = await store.create_project_key(conn, p["id"], name, hash_token(key), cohort_id)
-        await store.audit(conn, p["id"], ident.actor, "project_key.create", f"project_key:{kid}", None,
-                          {"name": name, "cohort_override": override})
-        await store.notify(conn, "keys")
-        row = next(k for k in await store.list_project_keys(conn, p["id"]) if k["id"] == kid)
-    await refresh(request, "keys")
-    return data({**key_json(row), "key": key}, status=201)
+    change = await devices.create_key(ctx, name, hash_token(key), override)
+    return _answer(Change({**change.data, "key": key}, created=change.created, pending=change.pending))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     ident, p = await project_for(request)
     ident.require("manager")
+    await body_json(request, {})
     try:
         kid = int(request.match_info["id"])
     except ValueError:

@@ -6,7 +6,8 @@ from aiohttp import web
 from . import store
 from .appkeys import POOL
 from .errors import BadRequest, Conflict, NotFound, add_route
-from .manage_auth import ROLES, Identity, identify
+from .domain.access import ROLES
+from .manage_auth import Identity, identify
 from .manage_common import body_json, data, iso, need_str
 from .tokens import hash_token, hash_user_secret, new_org_token
 
@@ -39,7 +40,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     """POST tokens {name, role, can_activate_protected}: the token is shown once, stored hashed."""
     ident = await _manager(request)
-    body = await body_json(request)
+    body = await body_json(request, {"name": None, "role": None, "can_activate_protected": None})
     name = need_str(body, "name", charset=None)
     role = _role(body)
     flag = body.get("can_activate_protected", False)
@@ -55,6 +56,7 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     ident = await _manager(request)
+    await body_json(request, {})
     try:
         tid = int(request.match_info["id"])
     except ValueError:
@@ -76,7 +78,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     """POST users {email, role, secret?}: without a secret one is generated and shown once."""
     ident = await _manager(request)
-    body = await body_json(request)
+    body = await body_json(request, {"email": None, "role": None, "secret": None})
     email = need_str(body, "email", charset=None, max_len=254)
     if "@" not in email:
         raise BadRequest("email must be an email address")

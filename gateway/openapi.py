@@ -56,6 +56,10 @@ def arr(items: dict) -> dict:
 
 STRING_MAP = {"type": "object", "additionalProperties": STR}
 ANY_OBJECT = {"type": "object"}
+# every change that can wait for approval in a cohort that requires it (services.protect)
+REQUEST_ACTIONS = ("activate", "deactivate", "device.move", "device.override", "cohort.stage", "cohort.update",
+                   "project_key.create", "release.add_payload", "release.update", "release.delete",
+                   "device.ddi_retry", "project.update")
 
 SCHEMAS: dict[str, dict] = {
     "Error": obj({"error": obj({"message": STR, "type": STR})}),
@@ -80,11 +84,11 @@ SCHEMAS: dict[str, dict] = {
         "release": ref("ReleaseRef"), "cohort": ref("CohortRef"), "deployer": STR, "deployed_date": null(DATE),
         "deactivated_by": null(STR), "deactivated_date": null(DATE)}),
     "ActivationRequest": obj({
-        "id": INT, "action": {"enum": ["activate", "deactivate"]},
+        "id": INT, "action": {"enum": list(REQUEST_ACTIONS)},
         "status": {"enum": ["pending", "approved", "rejected"]}, "cohort": STR,
-        "release": obj({"id": INT, "version": STR, "delta_from": null(STR), "software_type": STR}),
+        "release": null(obj({"id": INT, "version": STR, "delta_from": null(STR), "software_type": STR})),
         "type": {"enum": ["normal", "staged_rollout"]}, "rollout_percent": null(INT),
-        "deployment_id": null(INT), "requested_by": STR, "decided_by": null(STR), "created_date": null(DATE),
+        "deployment_id": null(INT), "change": null(ANY_OBJECT), "requested_by": STR, "decided_by": null(STR), "created_date": null(DATE),
         "decided_date": null(DATE)}),
     "DeploymentEvent": obj({
         "deployment_id": INT, "action": STR, "actor": STR, "release": STR, "delta_from": null(STR),
@@ -297,12 +301,12 @@ BODIES = {
         "poll_limit_per_minute": null({"type": "integer", "minimum": 1})}},
     "upload": {"type": "object", "properties": {"kind": STR, "size": {"type": "integer", "minimum": 0}}},
     "ota_payload": {"type": "object", "required": ["file", "software_version", "hardware_version"], "properties": {
-        "file": obj({"token": STR, "md5": STR, "name": STR}, optional=("md5", "name")),
+        "file": obj({"token": STR, "md5": STR, "name": STR}, optional=("md5", "name"), extra=False),
         "software_version": obj({"version": {"anyOf": [STR, {"type": "array", "items": STR,
                                                               "minItems": 2, "maxItems": 2}]},
-                                 "software_type": STR, "revision": STR}, optional=("revision",)),
+                                 "software_type": STR, "revision": STR}, optional=("revision",), extra=False),
         "hardware_version": STR, "notes": STR, "must_pass_through": BOOL, "extra_info": null(STRING_MAP),
-        "firmware_type": STR}},
+        "firmware_type": STR, "component_version": STR, "component_base_version": STR}},
     "release_patch": {"type": "object", "properties": {"notes": STR, "revision": STR,
                                                        "extra_info": null(STRING_MAP)}},
     "deployment": {"type": "object", "required": ["release", "cohort"], "properties": {
@@ -320,9 +324,9 @@ BODIES = {
         "hardware_version": STR}},
     "device_create": {"type": "object", "required": ["device_serial", "hardware_version"], "properties": {
         "device_serial": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,128}$"}, "hardware_version": STR,
-        "cohort": {"anyOf": [STR, obj({"slug": STR})]}}},
+        "cohort": {"anyOf": [STR, obj({"slug": STR}, extra=False)]}}},
     "device_patch": {"type": "object", "required": ["cohort"], "properties": {
-        "cohort": {"anyOf": [STR, obj({"slug": STR})]}}},
+        "cohort": {"anyOf": [STR, obj({"slug": STR}, extra=False)]}}},
     "override": {"type": "object", "required": ["release"], "properties": {
         "release": {"anyOf": [STR, INT]}, "software_type": STR}},
     "key_create": {"type": "object", "properties": {"name": STR, "cohort_override": STR}},
@@ -332,6 +336,10 @@ BODIES = {
         "email": STR, "role": ROLE, "secret": {"type": "string", "minLength": 12}}},
     "ddi_token": {"type": "object", "properties": {"token": {"type": "string", "minLength": 16, "maxLength": 128}}},
 }
+# a body may hold only the fields listed (400 `unknown_field` for any other)
+for _body in BODIES.values():
+    _body["additionalProperties"] = False
+
 
 # -- paths ----------------------------------------------------------------------------------------------------
 
@@ -341,7 +349,8 @@ def _management_paths() -> dict:
     paths = {
         P: {
             "get": mgmt("The project", ok(d(ref("Project")))),
-            "patch": mgmt("Change project settings (manager)", ok(d(ref("Project"))), body=BODIES["project_patch"]),
+            "patch": mgmt("Change project settings (manager)", {**ok(d(ref("Project"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")},
+                           body=BODIES["project_patch"]),
         },
         P + "/signing-key": {
             "get": mgmt("The public key release manifests are signed with", ok(d(ref("SigningKey")))),
@@ -360,15 +369,16 @@ def _management_paths() -> dict:
         P + "/releases/ota_payload": {"post": mgmt(
             "Attach an uploaded file to a (new) release",
             {**ok(d(ref("Release")), 201, "release created"), **ok(d(ref("Release")), 200, "payload added"),
-             "409": ERROR}, body=BODIES["ota_payload"], body_required=True,
+             **ok(d(ref("ActivationRequest")), 202, "waiting for approval"), "409": ERROR}, body=BODIES["ota_payload"], body_required=True,
             codes=(400, 401, 403, 404, 409, 413, 415))},
         P + "/releases": {"get": mgmt("Releases, newest first", ok(d(arr(ref("Release")))), params=[
             query("version"), query("software_type"), query("revision"), query("hardware_version")])},
         P + "/releases/{release}": {
             "get": mgmt("One release", ok(d(ref("Release")))),
-            "patch": mgmt("Change notes, revision, extra_info", ok(d(ref("Release"))), body=BODIES["release_patch"],
+            "patch": mgmt("Change notes, revision, extra_info", {**ok(d(ref("Release"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")},
+                          body=BODIES["release_patch"],
                           codes=(400, 401, 403, 404, 413, 415)),
-            "delete": mgmt("Delete a release that is active nowhere", {"204": {"description": "deleted"}},
+            "delete": mgmt("Delete a release that is active nowhere", {"204": {"description": "deleted"}, **ok(d(ref("ActivationRequest")), 202, "waiting for approval")},
                            codes=(400, 401, 403, 404, 409)),
         },
         P + "/deployments": {
@@ -399,11 +409,11 @@ def _management_paths() -> dict:
         },
         P + "/cohorts/{cohort}": {
             "get": mgmt("One cohort", ok(d(ref("Cohort")))),
-            "patch": mgmt("Change cohort settings", ok(d(ref("Cohort"))), body=BODIES["cohort_patch"],
+            "patch": mgmt("Change cohort settings", {**ok(d(ref("Cohort"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}, body=BODIES["cohort_patch"],
                           codes=(400, 401, 403, 404, 413, 415)),
         },
         P + "/cohorts/{cohort}/staging": {"post": mgmt(
-            "Stage or unstage devices of the cohort", ok(d(ref("StagingResult"))), body=BODIES["staging"],
+            "Stage or unstage devices of the cohort", {**ok(d(ref("StagingResult"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}, body=BODIES["staging"],
             codes=(400, 401, 403, 404, 413, 415))},
         P + "/cohorts/{cohort}/version-matrix": {"get": mgmt(
             "Current x next version device counts", ok(d(ref("VersionMatrix"))), params=[query("software_type")])},
@@ -417,13 +427,13 @@ def _management_paths() -> dict:
         },
         P + "/devices/{serial}": {
             "get": mgmt("One device", ok(d(ref("Device")))),
-            "patch": mgmt("Move a device to a cohort", ok(d(ref("Device"))), body=BODIES["device_patch"],
+            "patch": mgmt("Move a device to a cohort", {**ok(d(ref("Device"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}, body=BODIES["device_patch"],
                           body_required=True, codes=(400, 401, 403, 404, 413, 415)),
         },
         P + "/devices/{serial}/release-override": {
-            "put": mgmt("Pin a device to a release", ok(d(ref("Device"))), body=BODIES["override"],
+            "put": mgmt("Pin a device to a release", {**ok(d(ref("Device"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}, body=BODIES["override"],
                         body_required=True, codes=(400, 401, 403, 404, 413, 415)),
-            "delete": mgmt("Clear the pin", ok(d(ref("Device")))),
+            "delete": mgmt("Clear the pin", {**ok(d(ref("Device"))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}),
         },
         P + "/devices/{serial}/history": {"get": mgmt("Version history", ok(d(arr(ref("DeviceHistoryEntry")))))},
         P + "/devices/{serial}/inspect": {"get": mgmt(
@@ -439,13 +449,15 @@ def _management_paths() -> dict:
         P + "/devices/{serial}/ddi/actions": {"get": mgmt("DDI actions, newest first", ok(d(arr(ref("DdiAction")))))},
         P + "/devices/{serial}/ddi/actions/{action_id}/retry": {"post": mgmt(
             "Offer a failed release again",
-            ok(d(obj({"device_serial": STR, "action_id": INT, "release_id": INT, "version": STR,
-                      "cleared_failures": INT}))), codes=(400, 401, 403, 404, 409))},
+            {**ok(d(obj({"device_serial": STR, "action_id": INT, "release_id": INT, "version": STR,
+                      "cleared_failures": INT}))), **ok(d(ref("ActivationRequest")), 202, "waiting for approval")}, codes=(400, 401, 403, 404, 409))},
         P + "/ddi/releases": {"get": mgmt("DDI actions per release and status", ok(d(arr(ref("DdiReleaseStats")))))},
         P + "/project-keys": {
             "get": mgmt("Project keys", ok(d(arr(ref("ProjectKey"))))),
             "post": mgmt("Create a project key (shown once; manager)",
-                         ok(d({"allOf": [ref("ProjectKey"), obj({"key": STR})]}), 201, "created"),
+                         {**ok(d({"allOf": [ref("ProjectKey"), obj({"key": STR})]}), 201, "created"),
+                          **ok(d({"allOf": [ref("ActivationRequest"), obj({"key": STR})]}), 202,
+                               "waiting for approval; the key works once approved")},
                          body=BODIES["key_create"], codes=(400, 401, 403, 404, 413, 415)),
         },
         P + "/project-keys/{id}": {"delete": mgmt("Revoke a project key (manager)", {"204": {"description": "revoked"}})},

@@ -383,6 +383,25 @@ async def cohort_by_slug(conn, project_id: int, slug: str) -> asyncpg.Record | N
     return await conn.fetchrow("SELECT * FROM cohorts WHERE project_id = $1 AND slug = $2", project_id, slug)
 
 
+async def cohort_by_id(conn, project_id: int, cohort_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM cohorts WHERE project_id = $1 AND id = $2", project_id, cohort_id)
+
+
+async def cohorts_reached_by(conn, project_id: int, release_id: int) -> list[asyncpg.Record]:
+    """The cohorts whose devices a release can reach: where it is active, and those of devices
+    pinned to it by a release override (found through the devices_exceptions index)."""
+    return await conn.fetch(
+        "SELECT * FROM cohorts WHERE id IN (SELECT cohort_id FROM activations WHERE release_id = $2 "
+        "AND status = 'active' UNION SELECT cohort_id FROM devices WHERE project_id = $1 "
+        "AND release_override_id = $2) ORDER BY id", project_id, release_id)
+
+
+async def guarded_cohorts(conn, project_id: int) -> list[asyncpg.Record]:
+    """The cohorts of a project that are protected or require approval."""
+    return await conn.fetch("SELECT * FROM cohorts WHERE project_id = $1 AND (protected OR requires_approval) "
+                            "ORDER BY id", project_id)
+
+
 async def list_cohorts(conn, project_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT c.*, (SELECT count(*) FROM devices d WHERE d.cohort_id = c.id) AS device_count "
@@ -632,35 +651,6 @@ async def list_activation_events(conn, project_id: int, *, limit: int, offset: i
         LEFT JOIN cohorts c ON c.id = a.cohort_id
         WHERE e.project_id = $1 ORDER BY e.id DESC LIMIT $2 OFFSET $3
         """, project_id, limit, offset)
-
-
-async def create_activation_request(conn, project_id: int, *, cohort_id: int, release_id: int, action: str,
-                                    type_: str, rollout_percent: int | None, activation_id: int | None,
-                                    actor: str) -> asyncpg.Record:
-    return await conn.fetchrow(
-        "INSERT INTO activation_requests (project_id, cohort_id, release_id, action, type, rollout_percent, "
-        "activation_id, requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        project_id, cohort_id, release_id, action, type_, rollout_percent, activation_id, actor)
-
-
-_REQUEST_SELECT = """
-    SELECT q.*, c.slug AS cohort_slug, r.version, r.from_version, r.software_type
-    FROM activation_requests q JOIN cohorts c ON c.id = q.cohort_id JOIN releases r ON r.id = q.release_id
-"""
-
-
-async def activation_requests(conn, project_id: int, *, status: str | None = None,
-                              request_id: int | None = None, for_update: bool = False) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        _REQUEST_SELECT + " WHERE q.project_id = $1 AND ($2::text IS NULL OR q.status = $2) "
-        "AND ($3::bigint IS NULL OR q.id = $3) ORDER BY q.id" + (" FOR UPDATE OF q" if for_update else ""),
-        project_id, status, request_id)
-
-
-async def decide_activation_request(conn, request_id: int, status: str, actor: str) -> None:
-    await conn.execute(
-        "UPDATE activation_requests SET status = $2, decided_by = $3, decided_at = now() WHERE id = $1",
-        request_id, status, actor)
 
 
 # -- cohorts, keys, tokens, users -----------------------------------------------------------------

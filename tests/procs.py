@@ -75,3 +75,13 @@ class Gateway:
             self.proc.kill()
             self.proc.wait()
         return self.output()
+
+
+def memfault_cli(url: str, org: str, project: str, org_token: str, *args: str) -> str:
+    """Run the real memfault-cli against a gateway; fails the test on a non-zero exit."""
+    env = {**os.environ, "MEMFAULT_URL": url, "MEMFAULT_ORG": org, "MEMFAULT_PROJECT": project,
+           "MEMFAULT_ORG_TOKEN": org_token}
+    out = subprocess.run([str(Path(sys.executable).parent / "memfault"), *args], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr

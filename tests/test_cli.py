@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import ORG, ORG_TOKEN, PROJECT
-from procs import Gateway
+from procs import Gateway, memfault_cli
 
 CLI = [sys.executable, "-m", "gateway"]
 
@@ -28,11 +27,7 @@ def cli(gw, *args, ok=True):
 
 
 def memfault(gw, *args):
-    env = {**os.environ, "MEMFAULT_URL": gw.url, "MEMFAULT_ORG": ORG, "MEMFAULT_PROJECT": PROJECT,
-           "MEMFAULT_ORG_TOKEN": ORG_TOKEN}
-    out = subprocess.run([str(Path(sys.executable).parent / "memfault"), *args], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
+    return memfault_cli(gw.url, ORG, PROJECT, ORG_TOKEN, *args)
 
 
 def test_cli_end_to_end(gw, tmp_path):
@@ -141,3 +136,15 @@ def test_progress_bar_on_a_terminal_and_lines_elsewhere():
     with working("staging", stream=out):
         pass
     assert out.getvalue().splitlines()[0] == "staging..." and "done in" in out.getvalue()
+
+
+def test_cli_says_when_a_change_waits_for_approval(gw):
+    cli(gw, "cohorts", "create", "gated")
+    cli(gw, "cohorts", "set", "gated", "--requires-approval", "on")
+    cli(gw, "devices", "add", "GATED1", "--hardware-version", "mp", "--cohort", "gated")
+    out = cli(gw, "devices", "move", "GATED1", "default").stdout
+    assert "device.move request" in out and "waiting for approval" in out and "nothing has changed" in out
+    listed = json.loads(cli(gw, "devices", "list", "--cohort", "gated", "--json").stdout)
+    assert [d["device_serial"] for d in listed] == ["GATED1"]  # still there until someone approves
+    pending = json.loads(cli(gw, "requests", "list", "--json").stdout)
+    assert any(q["action"] == "device.move" and q["change"]["serial"] == "GATED1" for q in pending)

@@ -8,6 +8,7 @@ roles, protected cohorts and approvals, and write the same audit entries.
 """
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -40,6 +41,12 @@ class Context:
             raise NotFound("project is not loaded yet; retry")
         return view
 
+    @asynccontextmanager
+    async def transaction(self):
+        """A pooled connection inside a transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
     async def refresh(self, *messages: str) -> None:
         """Read-your-writes: reload this process's mirror now; other processes follow the NOTIFY
         (the same as manage_common.refresh, which takes a request)."""
@@ -49,10 +56,12 @@ class Context:
 @dataclass(slots=True)
 class Change:
     """The outcome of a write: its data, and whether it created something or only filed an
-    approval request (the REST adapters map these to 201 / 202)."""
+    approval request (the REST adapters map these to 201 / 202); `messages` are what this
+    process's mirror reloads after the commit (read-your-writes)."""
     data: dict
     created: bool = False
     pending: bool = False
+    messages: tuple[str, ...] = ()
 
 
 async def list_projects(app: web.Application, ident: Identity) -> list[dict]:

@@ -7,7 +7,8 @@ from ..ddi_state import DDI_CACHE
 from ..errors import Conflict, NotFound
 from ..manage_common import iso
 from ..mirror import ProjectView
-from . import Context
+from . import Change, Context, protect
+from .protect import applier
 
 ACTION_STATUSES = ("open", "canceling", "succeeded", "failed", "canceled")
 
@@ -51,25 +52,34 @@ async def device_actions(ctx: Context, serial: str) -> list[dict]:
     return [action_json(a) for a in await ddi_store.list_actions(ctx.pool, dev["id"])]
 
 
-async def retry_action(ctx: Context, serial: str, action_id: int) -> dict:
-    """Offer a release that failed on this device again."""
-    ident = ctx.ident
-    ident.require("editor")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await ddi_store.device_action(conn, ctx.pid, serial, action_id, lock=True)
-        if row is None:
-            raise NotFound(f"action {action_id} of device {serial} not found")
-        if row["status"] != "failed" or row["release_id"] is None:
-            raise Conflict(f"action {action_id} is {row['status']}; only a failed action can be retried")
-        cleared = await ddi_store.retry_failed(conn, row["device_id"], row["release_id"], ident.actor)
-        if not cleared:
-            raise Conflict(f"release {row['version']} was already retried on device {serial}")
-        await store.audit(conn, ctx.pid, ident.actor, "device.ddi_retry", f"device:{serial}",
-                          {"action_id": row["id"]}, {"release_id": row["release_id"]})
-        await changed(ctx, conn, serial)
-    forget(ctx, serial)
-    return {"device_serial": serial, "action_id": row["id"], "release_id": row["release_id"],
-            "version": row["version"], "cleared_failures": cleared}
+async def retry_action(ctx: Context, serial: str, action_id: int) -> Change:
+    """Offer a release that failed on this device again (only a request in a cohort that
+    requires approval). The device's cached DDI state goes with the mirror refresh."""
+    return await protect.run(ctx, "device.ddi_retry", {"serial": serial, "action_id": action_id})
+
+
+@applier("device.ddi_retry")
+async def _retry(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    serial, action_id = p["serial"], p["action_id"]
+    row = await ddi_store.device_action(conn, ctx.pid, serial, action_id, lock=True)
+    if row is None:
+        raise NotFound(f"action {action_id} of device {serial} not found")
+    if row["status"] != "failed" or row["release_id"] is None:
+        raise Conflict(f"action {action_id} is {row['status']}; only a failed action can be retried")
+    dev = await store.device_row(conn, ctx.pid, serial)
+    cohort = await store.cohort_by_id(conn, ctx.pid, dev["cohort_id"])
+    pending = await protect.guard(ctx, conn, [cohort], "device.ddi_retry", approved=approved, params=p,
+                                  release_id=row["release_id"])
+    if pending:
+        return pending
+    cleared = await ddi_store.retry_failed(conn, row["device_id"], row["release_id"], actor)
+    if not cleared:
+        raise Conflict(f"release {row['version']} was already retried on device {serial}")
+    await store.audit(conn, ctx.pid, actor, "device.ddi_retry", f"device:{serial}",
+                      {"action_id": row["id"]}, {"release_id": row["release_id"]})
+    await changed(ctx, conn, serial)
+    return Change({"device_serial": serial, "action_id": row["id"], "release_id": row["release_id"],
+                   "version": row["version"], "cleared_failures": cleared}, messages=(f"device:{ctx.pid}:{serial}",))
 
 
 async def release_stats(ctx: Context) -> list[dict]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import store
-from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from .. import store, store_requests
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..manage_auth import Identity
 from ..manage_common import iso, need_str, one_release
-from . import Change, Context
+from . import Change, Context, protect
+from .protect import applier, request_json
 
 
 def deployment_json(a) -> dict:
@@ -27,24 +28,9 @@ def deployment_json(a) -> dict:
     }
 
 
-def request_json(q) -> dict:
-    return {"id": q["id"], "action": q["action"], "status": q["status"], "cohort": q["cohort_slug"],
-            "release": {"id": q["release_id"], "version": q["version"], "delta_from": q["from_version"],
-                        "software_type": q["software_type"]},
-            "type": q["type"], "rollout_percent": q["rollout_percent"], "deployment_id": q["activation_id"],
-            "requested_by": q["requested_by"], "decided_by": q["decided_by"],
-            "created_date": iso(q["created_at"]), "decided_date": iso(q["decided_at"])}
-
-
 def may_change(ident: Identity, cohort) -> bool:
     """Protected cohorts take activation changes only from managers or flagged tokens."""
-    return not cohort["protected"] or ident.role == "manager" or ident.can_activate_protected
-
-
-def check_may_change(ident: Identity, cohort) -> None:
-    if not may_change(ident, cohort):
-        raise Forbidden(f"cohort {cohort['slug']!r} is protected: activation changes need the manager role "
-                        "or a token allowed to activate protected cohorts")
+    return protect.may_change(ident, cohort)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,32 +124,41 @@ async def list_deployments(ctx: Context, *, cohort: str | None = None, release: 
 async def activate(ctx: Context, spec: ActivationSpec) -> Change:
     """Activate a release in a cohort (or change its rollout percentage). In a cohort that
     requires approval this only files a request (`pending`)."""
-    ident, pid = ctx.ident, ctx.pid
-    ident.require("editor")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        cohort = await store.cohort_by_slug(conn, pid, spec.cohort)
+    ctx.ident.require("editor")
+    async with ctx.transaction() as conn:
+        cohort = await store.cohort_by_slug(conn, ctx.pid, spec.cohort)
         if cohort is None:
             raise NotFound(f"cohort {spec.cohort!r} not found")
-        check_may_change(ident, cohort)
-        rel = await one_release(conn, pid, spec.version, spec.from_version, spec.software_type)
-        if cohort["requires_approval"]:
-            existing = await store.active_activation(conn, rel["id"], cohort["id"])
-            row = await store.create_activation_request(
-                conn, pid, cohort_id=cohort["id"], release_id=rel["id"], action="activate", type_=spec.type,
-                rollout_percent=spec.rollout_percent, activation_id=existing["id"] if existing else None,
-                actor=ident.actor)
-            await store.audit(conn, pid, ident.actor, "deployment.request", f"request:{row['id']}", None,
-                              {"release": spec.version, "from_version": spec.from_version, "cohort": spec.cohort,
-                               "type": spec.type, "rollout_percent": spec.rollout_percent})
-            req = (await store.activation_requests(conn, pid, request_id=row["id"]))[0]
-            return Change(request_json(req), pending=True)
-        aid, created, messages = await _activate(conn, pid, cohort, rel["id"], spec.type, spec.rollout_percent,
-                                                 ident.actor)
-        row = (await store.list_activations(conn, pid, activation_id=aid))[0]
-        await store.audit(conn, pid, ident.actor, "deployment.create" if created else "deployment.update",
+        rel = await one_release(conn, ctx.pid, spec.version, spec.from_version, spec.software_type)
+        params = {"release_id": rel["id"], "cohort_id": cohort["id"], "type": spec.type,
+                  "rollout_percent": spec.rollout_percent}
+        change = await _apply_activate(ctx, conn, params, ctx.ident.actor, False)
+    await ctx.refresh(*change.messages)
+    return change
+
+
+@applier("activate")
+async def _apply_activate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    pid = ctx.pid
+    cohort = await store.cohort_by_id(conn, pid, p["cohort_id"])
+    existing = await store.active_activation(conn, p["release_id"], p["cohort_id"])
+    rel = (await store.releases_with_payloads(conn, pid, release_id=p["release_id"]))
+    if not rel or cohort is None:
+        raise Conflict("the release or cohort of this activation no longer exists")
+    pending = await protect.guard(
+        ctx, conn, [cohort], "activate", approved=approved, release_id=p["release_id"], type_=p["type"],
+        rollout_percent=p["rollout_percent"], activation_id=existing["id"] if existing else None,
+        summary={"release": rel[0]["version"], "from_version": rel[0]["from_version"], "cohort": cohort["slug"],
+                 "type": p["type"], "rollout_percent": p["rollout_percent"]})
+    if pending:
+        return pending
+    aid, created, messages = await _activate(conn, pid, cohort, p["release_id"], p["type"], p["rollout_percent"],
+                                             actor)
+    row = (await store.list_activations(conn, pid, activation_id=aid))[0]
+    if not approved:
+        await store.audit(conn, pid, actor, "deployment.create" if created else "deployment.update",
                           f"deployment:{aid}", None, deployment_json(row))
-    await ctx.refresh(*messages)
-    return Change(deployment_json(row), created=created)
+    return Change(deployment_json(row), created=created, messages=tuple(messages))
 
 
 async def get_deployment(ctx: Context, aid: int) -> dict:
@@ -175,47 +170,59 @@ async def get_deployment(ctx: Context, aid: int) -> dict:
 
 async def deactivate(ctx: Context, aid: int) -> Change:
     """Pull (deactivate, "abort") an activation; only a request in a cohort that requires approval."""
-    ident, pid = ctx.ident, ctx.pid
-    ident.require("editor")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        rows = await store.list_activations(conn, pid, activation_id=aid)
-        if not rows:
-            raise NotFound(f"deployment {aid} not found")
-        act = rows[0]
-        if act["status"] != "active":
-            raise Conflict(f"deployment {aid} is already deactivated")
-        cohort = await store.cohort_by_slug(conn, pid, act["cohort_slug"])
-        check_may_change(ident, cohort)
-        if cohort["requires_approval"]:
-            row = await store.create_activation_request(
-                conn, pid, cohort_id=cohort["id"], release_id=act["release_id"], action="deactivate",
-                type_=act["type"], rollout_percent=act["rollout_percent"], activation_id=aid, actor=ident.actor)
-            await store.audit(conn, pid, ident.actor, "deployment.request", f"request:{row['id']}", None,
-                              {"deactivate": aid})
-            req = (await store.activation_requests(conn, pid, request_id=row["id"]))[0]
-            return Change(request_json(req), pending=True)
-        await _deactivate(conn, pid, act, ident.actor)
-        await store.audit(conn, pid, ident.actor, "deployment.deactivate", f"deployment:{aid}",
-                          deployment_json(act), None)
-        row = (await store.list_activations(conn, pid, activation_id=aid))[0]
-    await ctx.refresh(f"project:{pid}")
-    return Change(deployment_json(row))
+    return await protect.run(ctx, "deactivate", {"activation_id": aid})
+
+
+@applier("deactivate")
+async def _apply_deactivate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    pid, aid = ctx.pid, p["activation_id"]
+    rows = await store.list_activations(conn, pid, activation_id=aid)
+    if not rows:
+        raise NotFound(f"deployment {aid} not found")
+    act = rows[0]
+    if act["status"] != "active":
+        raise Conflict(f"deployment {aid} is already deactivated" if not approved
+                       else "the deployment to deactivate is no longer active")
+    cohort = await store.cohort_by_id(conn, pid, act["cohort_id"])
+    pending = await protect.guard(ctx, conn, [cohort], "deactivate", approved=approved,
+                                  release_id=act["release_id"], type_=act["type"],
+                                  rollout_percent=act["rollout_percent"], activation_id=aid,
+                                  summary={"deactivate": aid})
+    if pending:
+        return pending
+    await _deactivate(conn, pid, act, actor)
+    if not approved:
+        await store.audit(conn, pid, actor, "deployment.deactivate", f"deployment:{aid}", deployment_json(act), None)
+    row = (await store.list_activations(conn, pid, activation_id=aid))[0]
+    return Change(deployment_json(row), messages=(f"project:{pid}",))
 
 
 async def list_requests(ctx: Context, status: str = "pending") -> list[dict]:
     if status not in ("pending", "approved", "rejected", "all"):
         raise BadRequest("status must be pending, approved, rejected or all")
-    rows = await store.activation_requests(ctx.pool, ctx.pid, status=None if status == "all" else status)
+    rows = await store_requests.list_requests(ctx.pool, ctx.pid, status=None if status == "all" else status)
     return [request_json(r) for r in rows]
 
 
+def _request_params(req) -> dict:
+    """What an approved request carries out: its stored params, or (activations filed before
+    params existed, and activations now) the typed columns."""
+    if req["params"] is not None and req["action"] not in ("activate", "deactivate"):
+        return req["params"]
+    if req["action"] == "activate":
+        return {"release_id": req["release_id"], "cohort_id": req["cohort_id"], "type": req["type"],
+                "rollout_percent": req["rollout_percent"]}
+    return {"activation_id": req["activation_id"]}
+
+
 async def decide(ctx: Context, rid: int, approve: bool) -> dict:
-    """Approve (and carry out) or reject a pending request; never by the identity that filed it."""
+    """Approve (and carry out) or reject a pending request; never by the identity that filed it,
+    and only by one allowed to make the change itself."""
     ident, pid = ctx.ident, ctx.pid
     ident.require("editor")
-    messages: list[str] = []
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        rows = await store.activation_requests(conn, pid, request_id=rid, for_update=True)
+    messages: tuple[str, ...] = ()
+    async with ctx.transaction() as conn:
+        rows = await store_requests.list_requests(conn, pid, request_id=rid, for_update=True)
         if not rows:
             raise NotFound(f"activation request {rid} not found")
         req = rows[0]
@@ -223,23 +230,21 @@ async def decide(ctx: Context, rid: int, approve: bool) -> dict:
             raise Conflict(f"activation request {rid} is already {req['status']}")
         if req["requested_by"] == ident.actor:
             raise Forbidden("an activation request must be approved or rejected by a different identity")
-        cohort = await store.cohort_by_slug(conn, pid, req["cohort_slug"])
-        check_may_change(ident, cohort)
+        cohort = await store.cohort_by_id(conn, pid, req["cohort_id"])
+        if not protect.may_change(ident, cohort):
+            raise Forbidden(f"cohort {cohort['slug']!r} is protected: deciding its requests needs the manager role "
+                            "or a token allowed to activate protected cohorts")
         if approve:
-            by = f"{req['requested_by']} (approved by {ident.actor})"
-            if req["action"] == "activate":
-                _, _, messages = await _activate(conn, pid, cohort, req["release_id"], req["type"],
-                                                 req["rollout_percent"], by)
-            else:
-                act = (await store.list_activations(conn, pid, activation_id=req["activation_id"]))
-                if not act or act[0]["status"] != "active":
-                    raise ApiError("the deployment to deactivate is no longer active", status=409, type="conflict")
-                await _deactivate(conn, pid, act[0], by)
-                messages = [f"project:{pid}"]
-        await store.decide_activation_request(conn, rid, "approved" if approve else "rejected", ident.actor)
+            run = protect.APPLIERS.get(req["action"])
+            if run is None:
+                raise Conflict(f"activation request {rid} is of an unknown kind {req['action']!r}")
+            change = await run(ctx, conn, _request_params(req), f"{req['requested_by']} (approved by {ident.actor})",
+                               True)
+            messages = change.messages
+        await store_requests.decide(conn, rid, "approved" if approve else "rejected", ident.actor)
         await store.audit(conn, pid, ident.actor, "deployment.approve" if approve else "deployment.reject",
                           f"request:{rid}", {"status": "pending"}, {"status": "approved" if approve else "rejected"})
-        req = (await store.activation_requests(conn, pid, request_id=rid))[0]
+        req = (await store_requests.list_requests(conn, pid, request_id=rid))[0]
     if messages:
         await ctx.refresh(*messages)
     return request_json(req)

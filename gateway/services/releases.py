@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .. import store
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..manage_common import iso
-from . import Context
+from . import Change, Context, protect
+from .protect import applier
 
 
 def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
@@ -56,3 +57,122 @@ async def get_release(ctx: Context, ref: str) -> dict:
 
 async def software_types(ctx: Context) -> list[str]:
     return [r["name"] for r in await store.list_software_types(ctx.pool, ctx.pid)]
+
+
+async def _release_row(conn, pid: int, release_id: int) -> dict:
+    rows = await store.releases_with_payloads(conn, pid, release_id=release_id)
+    if not rows:
+        raise NotFound(f"release {release_id} not found")
+    return rows[0]
+
+
+async def _reached(conn, pid: int, release_id: int) -> list:
+    return await store.cohorts_reached_by(conn, pid, release_id)
+
+
+@applier("release.add_payload")
+async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    """Attach an uploaded file to a release: a new release, or one more payload of an existing
+    one — which reaches that hardware in every cohort the release is active in."""
+    pid = ctx.pid
+    upload = await store.get_upload(conn, p["token"])
+    if upload is None or upload["project_id"] != pid:
+        raise BadRequest("file.token is unknown")
+    if upload["status"] != "complete":
+        raise BadRequest("file.token: the upload has not completed (PUT the bytes to upload_url first)")
+    if p.get("md5") and p["md5"].lower() != upload["md5"]:
+        raise BadRequest(f"file.md5 {p['md5']} does not match the uploaded bytes ({upload['md5']})")
+    # a request approved later attaches exactly the bytes it was filed with, even if the
+    # signed upload URL was used again meanwhile
+    if p.setdefault("sha256", upload["sha256"]) != upload["sha256"]:
+        raise Conflict("the uploaded file changed after this request was filed; upload and request again")
+    version, hw = p["version"], p["hardware_version"]
+    rel = await store.find_release(conn, pid, p["software_type"], version, p["from_version"])
+    if rel is None:
+        rel = await store.create_release(
+            conn, pid, software_type=p["software_type"], version=version, from_version=p["from_version"],
+            must_pass_through=p["must_pass_through"], revision=p["revision"], notes=p["notes"], extra_info=None,
+            created_by=actor)
+        created = True
+    else:
+        created = False
+        existing = await store.payload_for(conn, rel["id"], hw, p["firmware_type"])
+        if existing is not None:
+            if existing["sha256"] == upload["sha256"]:
+                raise Conflict(f"release {version} already has this payload for hardware {hw}", type="already_exists")
+            raise BadRequest(f"release {version} ({p['software_type']}) already has a different payload for "
+                             f"hardware_version {hw}; upload it as a new version")
+        pending = await protect.guard(ctx, conn, await _reached(conn, pid, rel["id"]), "release.add_payload",
+                                      approved=approved, params=p, release_id=rel["id"])
+        if pending:
+            return pending
+        await store.touch_release(conn, rel["id"])
+    pl = await store.create_payload(
+        conn, rel["id"], hardware_version=hw, firmware_type=p["firmware_type"], filename=p["name"],
+        size=upload["size"], sha256=upload["sha256"], md5=upload["md5"], sha1=upload["sha1"],
+        extra_info=p["extra_info"])
+    await store.add_hardware_version(conn, pid, hw)
+    await store.add_software_type(conn, pid, p["software_type"])
+    await store.audit(conn, pid, actor, "release.create" if created else "release.add_payload",
+                      f"release:{rel['id']}", None,
+                      {"version": version, "from_version": p["from_version"], "software_type": p["software_type"],
+                       "hardware_version": hw, "sha256": upload["sha256"]})
+    await store.rebuild_resolution(conn, pid)
+    return Change(release_json(dict(rel), [dict(pl)]), created=created, messages=(f"project:{pid}",))
+
+
+async def add_payload(ctx: Context, params: dict) -> Change:
+    """POST releases/ota_payload, validated by the adapter: see `_add_payload`."""
+    return await protect.run(ctx, "release.add_payload", dict(params))
+
+
+@applier("release.update")
+async def _update_release(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    pid = ctx.pid
+    r = await _release_row(conn, pid, p["release_id"])
+    # notes and extra_info are part of the answer devices get
+    pending = await protect.guard(ctx, conn, await _reached(conn, pid, r["id"]), "release.update",
+                                  approved=approved, params=p, release_id=r["id"])
+    if pending:
+        return pending
+    await store.update_release(conn, r["id"], p["changes"])
+    await store.audit(conn, pid, actor, "release.update", f"release:{r['id']}",
+                      {k: r[k] for k in p["changes"]}, p["changes"])
+    await store.notify(conn, f"project:{pid}")
+    r = (await store.releases_with_payloads(conn, pid, release_id=r["id"]))[0]
+    return Change(release_json(r, r["payloads"]), messages=(f"project:{pid}",))
+
+
+async def update_release(ctx: Context, ref: str, changes: dict) -> Change:
+    """Change a release's notes, revision or extra_info."""
+    async with ctx.pool.acquire() as conn:
+        r = await release_by_ref(conn, ctx.pid, ref)
+    return await protect.run(ctx, "release.update", {"release_id": r["id"], "changes": changes})
+
+
+@applier("release.delete")
+async def _delete_release(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+    pid = ctx.pid
+    r = await _release_row(conn, pid, p["release_id"])
+    active = await store.active_activations_of(conn, r["id"])
+    if active:
+        raise Conflict(f"release {r['version']} is still active in cohort(s) "
+                       f"{', '.join(a['cohort'] for a in active)} (deployment ids "
+                       f"{', '.join(str(a['id']) for a in active)}); deactivate them first", type="release_active")
+    # deleting clears the release overrides pinned to it
+    pending = await protect.guard(ctx, conn, await _reached(conn, pid, r["id"]), "release.delete",
+                                  approved=approved, params=p,  # no release_id: its row goes with the release
+                                  summary={"release_id": r["id"], "version": r["version"]})
+    if pending:
+        return pending
+    await store.delete_release(conn, r["id"])
+    await store.audit(conn, pid, actor, "release.delete", f"release:{r['id']}", release_json(r, r["payloads"]), None)
+    await store.rebuild_resolution(conn, pid)
+    return Change({}, messages=(f"project:{pid}",))
+
+
+async def delete_release(ctx: Context, ref: str) -> Change:
+    """Delete a release that is active nowhere."""
+    async with ctx.pool.acquire() as conn:
+        r = await release_by_ref(conn, ctx.pid, ref)
+    return await protect.run(ctx, "release.delete", {"release_id": r["id"]})

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import DB_UNAVAILABLE, ApiError, BadRequest, Conflict, NotFound, Unauthorized
-from ..manage_auth import ROLES
+from ..domain.access import ROLES
 from ..services import Context, deployments, fleet, insight, list_projects, project_context, releases
 from ..services import ddi as ddi_svc
 from . import session
@@ -409,7 +409,12 @@ async def retry(request: web.Request):
     """POST /ui/p/{project}/devices/{serial}/actions/{id}/retry: offer a failed DDI release again."""
     sess, ctx, form = await _post(request)
     serial = request.match_info["serial"]
-    out = await ddi_svc.retry_action(ctx, serial, _int(request.match_info["id"], "action"))
+    change = await ddi_svc.retry_action(ctx, serial, _int(request.match_info["id"], "action"))
+    if change.pending:
+        return render(request, "done.html", sess, project=ctx.project, nav="devices", change=change,
+                      cohort_slug=change.data["cohort"], summary=f"Retry the failed release on {serial}",
+                      device=serial)
+    out = change.data
     return render(request, "done.html", sess, project=ctx.project, nav="devices", change=None, cohort_slug=None,
                   summary=f"Release {out['version']} will be offered to {serial} again "
                           f"({out['cleared_failures']} failure(s) cleared)", device=serial)

@@ -1,0 +1,1 @@
+"""Pure rules of the release model: standard library only, no I/O."""

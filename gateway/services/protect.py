@@ -1,0 +1,93 @@
+"""Protected cohorts and approvals, enforced the same way on every write.
+
+`guard` applies `domain.access.protected_change` inside a write's transaction: it refuses (403),
+files an approval request (the write answers 202 and changes nothing), or lets the write go on.
+Every write that can change what a device gets calls it with the cohorts it touches and
+registers, under its action name, how to carry it out when a request is approved (`applier`).
+Approving runs that applier in the approver's transaction, with the approver's permission
+checked again and the requester named in the audit entries.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+from .. import store, store_requests
+from ..domain import access
+from ..errors import Forbidden
+from ..manage_common import iso
+from . import Change, Context
+
+# (ctx, conn, params, actor, approved) -> Change: carries out one write inside the caller's
+# transaction, calling `guard` itself; `approved` when a request is being carried out
+Applier = Callable[[Context, object, dict, str, bool], Awaitable[Change]]
+# action name -> how to carry out that write, now or when its request is approved
+APPLIERS: dict[str, Applier] = {}
+
+
+def applier(action: str) -> Callable[[Applier], Applier]:
+    """Register how an approved request of `action` is carried out."""
+    def register(fn: Applier) -> Applier:
+        APPLIERS[action] = fn
+        return fn
+    return register
+
+
+def rules(cohort) -> access.CohortRules:
+    """The rule's view of a cohort row."""
+    return access.CohortRules(cohort["slug"], cohort["protected"], cohort["requires_approval"])
+
+
+def may_change(ident, cohort) -> bool:
+    """Whether `ident` may change what devices of `cohort` get (approval aside): the dashboard
+    greys out what it may not."""
+    return access.protected_change(ident.role, ident.can_activate_protected, [rules(cohort)],
+                                   approved=True).verdict is access.Verdict.ALLOW
+
+
+def request_json(q) -> dict:
+    """The REST shape of an approval request."""
+    return {"id": q["id"], "action": q["action"], "status": q["status"], "cohort": q["cohort_slug"],
+            "release": {"id": q["release_id"], "version": q["version"], "delta_from": q["from_version"],
+                        "software_type": q["software_type"]} if q["release_id"] is not None else None,
+            "type": q["type"], "rollout_percent": q["rollout_percent"], "deployment_id": q["activation_id"],
+            # a key's hash is not a secret, but no answer needs it
+            "change": {k: v for k, v in q["params"].items() if k != "secret_hash"} if q["params"] else None,
+            "requested_by": q["requested_by"], "decided_by": q["decided_by"],
+            "created_date": iso(q["created_at"]), "decided_date": iso(q["decided_at"])}
+
+
+async def guard(ctx: Context, conn, cohorts: Iterable, action: str, *, approved: bool = False,
+                params: dict | None = None, release_id: int | None = None, type_: str = "normal",
+                rollout_percent: int | None = None, activation_id: int | None = None,
+                summary: dict | None = None) -> Change | None:
+    """Enforce the protected-cohort rule for a change touching `cohorts` (rows; None entries are
+    skipped). Returns None when the change may go on now, a pending Change when a request was
+    filed instead; raises Forbidden when the caller may not make it at all."""
+    rows = {c["id"]: c for c in cohorts if c is not None}
+    decision = access.protected_change(ctx.ident.role, ctx.ident.can_activate_protected,
+                                       [rules(c) for c in rows.values()], approved=approved)
+    if decision.verdict is access.Verdict.DENY:
+        raise Forbidden(decision.message)
+    if decision.verdict is access.Verdict.ALLOW:
+        return None
+    cohort = next(c for c in rows.values() if c["slug"] == decision.cohort)
+    rid = await store_requests.create(conn, ctx.pid, cohort_id=cohort["id"], release_id=release_id, action=action,
+                                      type_=type_, rollout_percent=rollout_percent, activation_id=activation_id,
+                                      params=params, actor=ctx.ident.actor)
+    audit_action = "deployment.request" if action in ("activate", "deactivate") else f"{action}.request"
+    await store.audit(conn, ctx.pid, ctx.ident.actor, audit_action, f"request:{rid}", None,
+                      summary if summary is not None else params)
+    req = (await store_requests.list_requests(conn, ctx.pid, request_id=rid))[0]
+    return Change(request_json(req), pending=True)
+
+
+
+async def run(ctx: Context, action: str, params: dict, *, role: str = "editor") -> Change:
+    """Carry out a registered write now, as the caller (or file its approval request), in one
+    transaction; then refresh this process's mirror."""
+    ctx.ident.require(role)
+    async with ctx.transaction() as conn:
+        change = await APPLIERS[action](ctx, conn, params, ctx.ident.actor, False)
+    if change.messages:
+        await ctx.refresh(*change.messages)
+    return change
