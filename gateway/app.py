@@ -6,19 +6,21 @@ import os
 
 from aiohttp import web
 
-from . import (artifacts, ddi, fastroute, manage, manage_ddi, manage_deploy, manage_fleet, manage_insight,
-               manage_org, memfault_api, openapi, store)
-from . import ui
-from .aio import cancel_and_wait
-from .appkeys import CHECKINS, DEVICE, LIMITER, MIRROR, POOL, SETTINGS, SIGNER, DeviceContext
-from .checkins import CheckinBuffer
-from .config import Settings
-from .errors import Inflight, add_route, json_response, not_found
-from .fleet_metrics import FleetMetrics, build_info
-from .metrics import METRICS
-from .mirror import Mirror
-from .ratelimit import PollLimiter
-from .signing import UrlSigner
+from gateway.api import artifacts, ddi, memfault as memfault_api, openapi
+from gateway.http import fastroute
+from gateway.api.mgmt import releases as manage, ddi as manage_ddi, deployments as manage_deploy, fleet as manage_fleet, insight as manage_insight, org as manage_org
+from gateway import ui
+from gateway.aio import cancel_and_wait
+from gateway.appkeys import CHECKINS, DEVICE, LIMITER, MIRROR, POOL, SETTINGS, SIGNER, DeviceContext
+from gateway.memory.checkins import CheckinBuffer
+from gateway.config import Settings
+from gateway.http.errors import Inflight, add_route, json_response, not_found
+from gateway.fleet_metrics import FleetMetrics, build_info
+from gateway.metrics import METRICS
+from gateway.memory.mirror import Mirror
+from gateway.memory.ratelimit import PollLimiter
+from gateway.crypto.signing import UrlSigner
+from gateway.store import db as db_store
 
 
 FLEET = web.AppKey("fleet_metrics", FleetMetrics)
@@ -49,10 +51,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _resources(app: web.Application):
     settings = app[SETTINGS]
-    pool = await store.create_pool(settings.database_url, max_size=10)
+    pool = await db_store.create_pool(settings.database_url, max_size=10)
     app[POOL] = pool
     async with pool.acquire() as conn:
-        secret = await store.server_secret(conn, "url_signing_key")
+        secret = await db_store.server_secret(conn, "url_signing_key")
     app[SIGNER] = UrlSigner(bytes.fromhex(secret), settings.effective_public_url, ttl=settings.url_ttl)
     mirror = Mirror(settings.database_url)
     await mirror.start(pool)

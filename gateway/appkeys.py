@@ -7,11 +7,11 @@ import asyncpg
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .checkins import CheckinBuffer  # noqa: F401
-    from .config import Settings  # noqa: F401
-    from .mirror import Mirror  # noqa: F401
-    from .ratelimit import PollLimiter  # noqa: F401
-    from .signing import UrlSigner  # noqa: F401
+    from gateway.memory.checkins import CheckinBuffer  # noqa: F401
+    from gateway.config import Settings  # noqa: F401
+    from gateway.memory.mirror import Mirror  # noqa: F401
+    from gateway.memory.ratelimit import PollLimiter  # noqa: F401
+    from gateway.crypto.signing import UrlSigner  # noqa: F401
 
 SETTINGS = web.AppKey("settings", "Settings")
 POOL = web.AppKey("pool", asyncpg.Pool)

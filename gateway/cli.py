@@ -13,10 +13,13 @@ import sys
 import tempfile
 import time
 
-from . import __version__, cli_client, ddi_shared, seen, store
-from .config import Settings
-from .pgembed import EmbeddedPostgres, PostgresUnavailable
-from .tokens import hash_user_secret
+from gateway import __version__, cli_client
+from gateway.memory import ddi_shared, seen
+from gateway.config import Settings
+from gateway.pgembed import EmbeddedPostgres, PostgresUnavailable
+from gateway.crypto.tokens import hash_user_secret
+from gateway.store import bootstrap as bootstrap_store
+from gateway.store import db as db_store
 
 log = logging.getLogger("ota_gateway")
 
@@ -27,20 +30,20 @@ async def prepare_database(settings: Settings) -> None:
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await store.apply_schema(conn)
+        await db_store.apply_schema(conn)
         b = settings.bootstrap
         if b.get("org"):
             async with conn.transaction():
-                org_id = await store.ensure_org(conn, b["org"])
+                org_id = await bootstrap_store.ensure_org(conn, b["org"])
                 if b.get("project"):
-                    project_id = await store.ensure_project(conn, org_id, b["project"])
+                    project_id = await bootstrap_store.ensure_project(conn, org_id, b["project"])
                     if b.get("project_key"):
-                        await store.ensure_project_key(conn, project_id, b["project_key"])
-                    await store.notify(conn, f"project:{project_id}")
+                        await bootstrap_store.ensure_project_key(conn, project_id, b["project_key"])
+                    await db_store.notify(conn, f"project:{project_id}")
                 if b.get("org_token"):
-                    await store.ensure_org_token(conn, org_id, b["org_token"])
+                    await bootstrap_store.ensure_org_token(conn, org_id, b["org_token"])
                 if b.get("user_email") and b.get("user_secret"):
-                    await store.ensure_user(conn, org_id, b["user_email"], hash_user_secret(b["user_secret"]),
+                    await bootstrap_store.ensure_user(conn, org_id, b["user_email"], hash_user_secret(b["user_secret"]),
                                             "manager")
     finally:
         await conn.close()
@@ -64,7 +67,7 @@ def _listen_socket(settings: Settings) -> socket.socket:
 def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_fd: int | None = None) -> None:
     from aiohttp import web
 
-    from .app import init_app
+    from gateway.app import init_app
 
     try:
         import uvloop

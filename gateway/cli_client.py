@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .progress import Progress, working
+from gateway.progress import Progress, working
 
 
 class CliError(Exception):

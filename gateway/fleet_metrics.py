@@ -9,7 +9,8 @@ import time
 
 from prometheus_client.core import GaugeMetricFamily
 
-from . import __version__, store
+from gateway import __version__
+from gateway.store import insight as insight_store
 
 
 class FleetMetrics:
@@ -24,9 +25,9 @@ class FleetMetrics:
             return self._families
         try:
             async with pool.acquire() as conn:
-                versions = await store.fleet_version_counts(conn)
-                staged = await store.fleet_staged_counts(conn)
-                actions = await store.fleet_action_counts(conn)
+                versions = await insight_store.fleet_version_counts(conn)
+                staged = await insight_store.fleet_staged_counts(conn)
+                actions = await insight_store.fleet_action_counts(conn)
         except Exception:  # metrics must never fail the scrape: serve the last snapshot
             return self._families
         devices = GaugeMetricFamily("ota_gateway_devices", "Devices per cohort and current version",

@@ -20,13 +20,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from gateway import store  # noqa: E402
-from gateway.checkins import CheckinBuffer  # noqa: E402
+from gateway.memory.checkins import CheckinBuffer  # noqa: E402
 from gateway.pgembed import EmbeddedPostgres  # noqa: E402
+from gateway.store import db as db_store
 
 
 async def run(dsn: str, seconds: float, devices: int, max_size: int, change_share: float) -> None:
-    pool = await store.create_pool(dsn, max_size=4)
+    pool = await db_store.create_pool(dsn, max_size=4)
     pid = await pool.fetchval("SELECT id FROM projects WHERE slug = 'bench'")
     n_devices = await pool.fetchval("SELECT count(*) FROM devices WHERE project_id = $1", pid)
     devices = min(devices, n_devices)

@@ -25,11 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleet import hardware_of, serial, version_of  # noqa: E402
 
-from gateway import store  # noqa: E402
 from gateway.cli import prepare_database  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.pgembed import EmbeddedPostgres  # noqa: E402
 from gateway.progress import Progress  # noqa: E402
+from gateway.store import db as db_store
+from gateway.store import deployments as deployments_store
+from gateway.store import fleet as fleet_store
+from gateway.store import projects as projects_store
+from gateway.store import releases as releases_store
+from gateway.store import resolution as resolution_store
 
 ORG, PROJECT, TOKEN, KEY = "bench-org", "bench", "oat_bench_token", "benchkey0000000000000000000000000"
 COHORTS = ["beta", "canary", "field-test", "recovery"]
@@ -42,19 +47,19 @@ def release_versions(m: int) -> list[tuple[str, bool]]:
 
 async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share: float) -> dict:
     conn = await asyncpg.connect(dsn)
-    await store.init_connection(conn)
+    await db_store.init_connection(conn)
     timings = {}
     try:
         pid = await conn.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
         default = await conn.fetchval("SELECT id FROM cohorts WHERE project_id = $1 AND is_default", pid)
         cohort_ids = []
         for slug in COHORTS:
-            await store.create_cohort(conn, pid, slug, slug)
+            await fleet_store.create_cohort(conn, pid, slug, slug)
             cohort_ids.append(await conn.fetchval("SELECT id FROM cohorts WHERE project_id = $1 AND slug = $2",
                                                   pid, slug))
         for hw in ("mp", "evt", "dvt"):
-            await store.add_hardware_version(conn, pid, hw)
-        await store.add_software_type(conn, pid, "main")
+            await projects_store.add_hardware_version(conn, pid, hw)
+        await projects_store.add_software_type(conn, pid, "main")
 
         t0 = time.perf_counter()
         other_every = int(1 / other_share) if other_share > 0 else 0
@@ -89,7 +94,7 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
         t0 = time.perf_counter()
         async with conn.transaction():
             for version, mpt in release_versions(releases):
-                rel = await store.create_release(conn, pid, software_type="main", version=version, from_version=None,
+                rel = await releases_store.create_release(conn, pid, software_type="main", version=version, from_version=None,
                                                  must_pass_through=mpt, revision="", notes="", extra_info=None,
                                                  created_by="seed")
                 for hw in ("mp", "evt"):
@@ -99,14 +104,14 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
                     path.parent.mkdir(parents=True, exist_ok=True)
                     if not path.exists():
                         path.write_bytes(content)
-                    await store.create_payload(conn, rel["id"], hardware_version=hw, firmware_type="firmware",
+                    await releases_store.create_payload(conn, rel["id"], hardware_version=hw, firmware_type="firmware",
                                                filename=f"fw-{version}.bin", size=len(content), sha256=sha,
                                                md5=hashlib.md5(content).hexdigest(),
                                                sha1=hashlib.sha1(content).hexdigest(), extra_info=None)
                 for cid in [default] + cohort_ids:
-                    await store.create_activation(conn, pid, rel["id"], cid, type_="normal", rollout_percent=None,
+                    await deployments_store.create_activation(conn, pid, rel["id"], cid, type_="normal", rollout_percent=None,
                                                   actor="seed")
-            await store.rebuild_resolution(conn, pid)
+            await resolution_store.rebuild_resolution(conn, pid)
         timings["releases_seconds"] = time.perf_counter() - t0
     finally:
         await conn.close()

@@ -9,7 +9,7 @@ import pytest
 from conftest import PROJECT_KEY, deploy, upload_release
 
 from gateway.appkeys import SIGNER
-from gateway.signing import UrlSigner
+from gateway.crypto.signing import UrlSigner
 
 CONTENT = os.urandom(100_000)
 
@@ -171,7 +171,7 @@ async def test_accel_redirect_hands_the_bytes_to_the_front_proxy(client, url):
 
 
 def test_partial_uploads_left_by_a_crash_are_removed_at_start(tmp_path):
-    from gateway.artifacts import BlobStore
+    from gateway.api.artifacts import BlobStore
 
     (tmp_path / "tmp").mkdir()
     stale, fresh = tmp_path / "tmp" / "upload-stale", tmp_path / "tmp" / "upload-fresh"

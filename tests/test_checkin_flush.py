@@ -8,15 +8,16 @@ import time
 import asyncpg
 import pytest
 
-from gateway import store
 from conftest import PROJECT
+from gateway.store import checkins as checkins_store
+from gateway.store import db as db_store
 
 GRANULARITY = 300.0
 
 
 @pytest.fixture
 async def db(database_url):
-    pool = await store.create_pool(database_url, max_size=4)
+    pool = await db_store.create_pool(database_url, max_size=4)
     pid = await pool.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
     yield pool, pid
     await pool.close()
@@ -70,7 +71,7 @@ async def test_flush_row(db, case, before, flush, hw, current, history, seen_fro
     flushes = [*before, flush]
     for f_hw, versions, seen in flushes:
         async with pool.acquire() as conn:
-            await store.flush_checkins(conn, [row(pid, serial, f_hw, versions, seen)],
+            await checkins_store.flush_checkins(conn, [row(pid, serial, f_hw, versions, seen)],
                                        last_seen_granularity=GRANULARITY)
     got_hw, got_cur, got_seen, got_hist = await state(pool, pid, serial)
     assert (got_hw, got_cur, got_hist) == (hw, current, history)
@@ -82,7 +83,7 @@ async def test_one_batch_of_many_devices_and_software_types(db):
     rows = [row(pid, f"FL-MANY-{i}", "evt", [f"{i}.0"], T0) for i in range(300)]
     rows += [(pid, "FL-MANY-0", "evt", "bootloader", ("b1",), "memfault", T0)]  # second type, same device
     async with pool.acquire() as conn:
-        await store.flush_checkins(conn, rows, last_seen_granularity=GRANULARITY)
+        await checkins_store.flush_checkins(conn, rows, last_seen_granularity=GRANULARITY)
     got = await pool.fetch("SELECT d.serial, s.software_type, s.version FROM devices d "
                            "JOIN device_software s ON s.device_id = d.id WHERE d.serial LIKE 'FL-MANY-%'")
     assert {(g[0], g[1], g[2]) for g in got} == {(r[1], r[3], r[4][0]) for r in rows}
@@ -98,7 +99,7 @@ async def test_concurrent_flushes_of_the_same_new_devices_lose_nothing(db):
         async with pool.acquire() as conn:
             for attempt in range(5):  # a deadlock between the two is retried, as the buffer does
                 try:
-                    await store.flush_checkins(conn, [row(pid, s, "evt", [version], seen) for s in serials],
+                    await checkins_store.flush_checkins(conn, [row(pid, s, "evt", [version], seen) for s in serials],
                                                last_seen_granularity=GRANULARITY)
                     return
                 except asyncpg.DeadlockDetectedError:
@@ -117,19 +118,19 @@ async def test_stop_lets_a_flush_under_way_finish_instead_of_cancelling_it(db, m
     """A flush cancelled mid-write can leave its rows committed but unrecorded (the last flush
     then writes them again): stop() waits for it. The flush is held on a row lock, so it is
     surely under way when stop() is called; it must then be the only write of its rows."""
-    from gateway.checkins import CheckinBuffer
+    from gateway.memory.checkins import CheckinBuffer
 
     pool, pid = db
     writes = []
-    write = store.flush_checkins
+    write = checkins_store.flush_checkins
 
     async def counted(conn, rows, **kw):
         writes.append(rows)
         return await write(conn, rows, **kw)
 
     async with pool.acquire() as conn:
-        await store.flush_checkins(conn, [row(pid, "STOP-1", "evt", ["1.0"], T0)], last_seen_granularity=GRANULARITY)
-    monkeypatch.setattr(store, "flush_checkins", counted)
+        await checkins_store.flush_checkins(conn, [row(pid, "STOP-1", "evt", ["1.0"], T0)], last_seen_granularity=GRANULARITY)
+    monkeypatch.setattr(checkins_store, "flush_checkins", counted)
     buf = CheckinBuffer(pool, interval=0.01, last_seen_granularity=GRANULARITY)
     blocker = await pool.acquire()
     tx = blocker.transaction()

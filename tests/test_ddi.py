@@ -9,7 +9,7 @@ import pytest
 from conftest import PROJECT, PROJECT_KEY, P, auth_headers, deploy, upload_release
 
 from gateway.appkeys import CHECKINS, MIRROR, POOL
-from gateway.ddi_state import DDI_CACHE
+from gateway.memory.ddi_cache import DDI_CACHE
 
 GW = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
 PUBLIC = "http://gw.test:8080"
@@ -478,7 +478,7 @@ async def test_polls_are_counted_and_inspect_shows_the_ddi_answer(released):
 
 @pytest.mark.parametrize("interval", [10, 60, 3600, 43200])
 def test_polling_jitter_is_deterministic_and_bounded(interval):
-    from gateway.ddi import jittered
+    from gateway.api.ddi import jittered
 
     values = {s: jittered(interval, s) for s in (f"DEV{i}" for i in range(200))}
     assert all(abs(v - interval) <= interval // 10 for v in values.values())

@@ -4,7 +4,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from gateway.ddi_loader import StateLoader
+from gateway.memory.ddi_loader import StateLoader
 
 
 @pytest.fixture

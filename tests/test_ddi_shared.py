@@ -15,8 +15,9 @@ from test_ddi import _quiesce, config, poll, polled_then_quiet
 from gateway.appkeys import MIRROR, POOL
 
 from gateway.config import Settings
-from gateway.ddi_shared import SharedStates
-from gateway.ddi_state import ActionView, DeviceCache, DeviceState, unknown
+from gateway.memory.ddi_shared import SharedStates
+from gateway.memory.ddi_cache import DeviceCache, unknown
+from gateway.domain.ddi_actions import ActionView, DeviceState
 
 
 def state(device_id=7, hw="mp", sw=None, versions=None, config=False, installed=None, actions=None,

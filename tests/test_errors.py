@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.errors import add_route
+from gateway.http.errors import add_route
 from gateway.metrics import METRICS
 
 
@@ -30,7 +30,7 @@ async def test_a_client_gone_is_not_a_database_outage(aiohttp_client, caplog, pa
     client = await aiohttp_client(app)
     counted = METRICS.counters["ota_gateway_http_requests"]
     before = counted.get((path, "GET", status), 0)
-    caplog.set_level(logging.WARNING, logger="gateway.errors")
+    caplog.set_level(logging.WARNING, logger="gateway.http.errors")
     try:
         r = await client.get(path)
         assert r.status == 503 and (await r.json())["error"]["type"] == "unavailable"

@@ -7,6 +7,7 @@ import pytest
 from conftest import P, PROJECT_KEY, auth_headers, basic_token_headers, deploy, upload_release
 
 from gateway.appkeys import POOL
+from gateway.store import bootstrap as bootstrap_store
 
 KEY = {"Memfault-Project-Key": PROJECT_KEY}
 LATEST = "/api/v0/releases/latest"
@@ -47,12 +48,11 @@ async def test_other_org_or_project_is_404(client):
 
 
 async def test_user_email_secret_basic_auth(client):
-    from gateway import store
-    from gateway.tokens import hash_user_secret
+    from gateway.crypto.tokens import hash_user_secret
 
     pool = client.server.app[POOL]
     org_id = await pool.fetchval("SELECT id FROM organizations WHERE slug = 'acme'")
-    await store.ensure_user(pool, org_id, "rm@acme.test", hash_user_secret("s3cret-pass"), "viewer")
+    await bootstrap_store.ensure_user(pool, org_id, "rm@acme.test", hash_user_secret("s3cret-pass"), "viewer")
     ok = {"Authorization": "Basic " + base64.b64encode(b"rm@acme.test:s3cret-pass").decode()}
     bad = {"Authorization": "Basic " + base64.b64encode(b"rm@acme.test:nope").decode()}
     assert (await client.get(P, headers=ok)).status == 200

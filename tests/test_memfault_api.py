@@ -190,7 +190,7 @@ async def test_per_device_rate_limit(released):
 
 
 async def test_overload_is_shed_with_503_but_health_answers(released):
-    from gateway.errors import Inflight
+    from gateway.http.errors import Inflight
 
     old = Inflight.cap
     Inflight.cap = 0
@@ -205,7 +205,7 @@ async def test_overload_is_shed_with_503_but_health_answers(released):
 
 
 async def test_a_new_process_learns_recent_checkins_and_does_not_rewrite_them(released):
-    from gateway.checkins import CheckinBuffer
+    from gateway.memory.checkins import CheckinBuffer
 
     app = released.server.app
     await released.get(LATEST, params=q(serial="PRELOAD1", current="1.0.0"), headers=KEY)
@@ -221,7 +221,7 @@ async def test_a_new_process_learns_recent_checkins_and_does_not_rewrite_them(re
 
 
 async def test_a_restarted_worker_skips_the_preload_the_shared_table_already_holds(released):
-    from gateway.checkins import CheckinBuffer
+    from gateway.memory.checkins import CheckinBuffer
 
     app = released.server.app
     await released.get(LATEST, params=q(serial="PRELOAD-SHARED"), headers=KEY)
@@ -234,7 +234,7 @@ async def test_a_restarted_worker_skips_the_preload_the_shared_table_already_hol
 
 
 async def test_preload_covers_devices_that_never_reported_a_version(released):
-    from gateway.checkins import CheckinBuffer
+    from gateway.memory.checkins import CheckinBuffer
 
     app = released.server.app
     await released.get(LATEST, params=q(serial="PRELOAD-NOVERSION"), headers=KEY)
@@ -249,7 +249,7 @@ async def test_preload_covers_devices_that_never_reported_a_version(released):
 async def test_preload_sizes_the_state_table_for_the_whole_fleet(released):
     """Devices not seen recently are not preloaded, but the table is sized for them: when they
     come back, it does not stop the event loop to grow."""
-    from gateway.checkins import CheckinBuffer
+    from gateway.memory.checkins import CheckinBuffer
 
     app = released.server.app
     pool = app[POOL]

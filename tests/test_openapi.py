@@ -9,8 +9,8 @@ import pytest
 from conftest import ORG, PROJECT, PROJECT_KEY, P, auth_headers, upload_release
 from openapi_spec_validator import validate as validate_spec
 
-from gateway.manage_common import P as T
-from gateway.openapi import DOCUMENT
+from gateway.api.mgmt.common import P as T
+from gateway.api.openapi import DOCUMENT
 
 GW = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
 KEY = {"Memfault-Project-Key": PROJECT_KEY}

@@ -2,7 +2,7 @@
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.query import query_params
+from gateway.http.query import query_params
 
 CASES = [
     "",

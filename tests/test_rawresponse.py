@@ -10,7 +10,7 @@ import re
 import pytest
 from aiohttp import web
 
-from gateway.rawresponse import Head, RawResponse, answer
+from gateway.http.rawresponse import Head, RawResponse, answer
 
 OK = Head(200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
 EMPTY = Head(204, {"memfault-reason": "up_to_date", "Cache-Control": "no-store"})

@@ -3,25 +3,7 @@ import json
 
 import pytest
 
-from gateway.resolution import (
-    REASON_COHORT_TARGET,
-    REASON_DELTA,
-    REASON_FULL,
-    REASON_LATEST,
-    REASON_MPT,
-    REASON_NO_HARDWARE,
-    REASON_NO_RELEASE,
-    REASON_NOT_STAGED,
-    REASON_OVERRIDE,
-    Activation,
-    Decision,
-    DecisionTable,
-    Release,
-    active_software_types,
-    build_table,
-    build_tables,
-    resolve,
-)
+from gateway.domain.resolution import REASON_COHORT_TARGET, REASON_DELTA, REASON_FULL, REASON_LATEST, REASON_MPT, REASON_NO_HARDWARE, REASON_NO_RELEASE, REASON_NOT_STAGED, REASON_OVERRIDE, Activation, Decision, DecisionTable, Release, active_software_types, build_table, build_tables, resolve
 
 EVT, DVT, PVT = "evt", "dvt", "pvt"
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from conftest import ORG_TOKEN, PROJECT_KEY, auth_headers
 
-from gateway import store
 from gateway.appkeys import MIRROR, POOL
+from gateway.store import bootstrap as bootstrap_store
 
 OTHER_ORG_TOKEN = "oat_other_org_token_456"
 VIEWER_TOKEN = "oat_viewer_token_789"
@@ -33,11 +33,11 @@ def concrete(path: str) -> str:
 @pytest.fixture
 async def secured(client):
     pool = client.server.app[POOL]
-    other = await store.ensure_org(pool, "other-org")
-    await store.ensure_project(pool, other, "other-project")
-    await store.ensure_org_token(pool, other, OTHER_ORG_TOKEN)
+    other = await bootstrap_store.ensure_org(pool, "other-org")
+    await bootstrap_store.ensure_project(pool, other, "other-project")
+    await bootstrap_store.ensure_org_token(pool, other, OTHER_ORG_TOKEN)
     acme = await pool.fetchval("SELECT id FROM organizations WHERE slug = 'acme'")
-    await store.ensure_org_token(pool, acme, VIEWER_TOKEN, role="viewer", name="viewer")
+    await bootstrap_store.ensure_org_token(pool, acme, VIEWER_TOKEN, role="viewer", name="viewer")
     return client
 
 
@@ -65,7 +65,7 @@ async def test_every_management_route_denies_bad_credentials(secured):
 async def test_device_routes_deny_bad_keys(secured):
     pool = secured.server.app[POOL]
     other = await pool.fetchval("SELECT id FROM projects WHERE slug = 'other-project'")
-    await store.ensure_project_key(pool, other, "otherprojectkey00000000000000000")
+    await bootstrap_store.ensure_project_key(pool, other, "otherprojectkey00000000000000000")
     await secured.server.app[MIRROR].apply({"keys", f"project:{other}"})
     params = {"device_serial": "SEC1", "hardware_version": "mp", "software_type": "main"}
     for headers in ({}, {"Memfault-Project-Key": ""}, {"Memfault-Project-Key": "wrong"},

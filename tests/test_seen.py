@@ -1,7 +1,7 @@
 """The compact written-state table behind check-in write skipping."""
 import random
 
-from gateway.seen import SeenTable
+from gateway.memory.seen import SeenTable
 
 G = 300.0
 
@@ -54,7 +54,7 @@ def test_bounded():
 def test_shared_table_is_seen_by_forked_processes():
     import os
 
-    from gateway.seen import SharedSeenTable
+    from gateway.memory.seen import SharedSeenTable
 
     t = SharedSeenTable(max_entries=50_000)
     t.put(11, 1, 1_700_000_000)
@@ -71,7 +71,7 @@ def test_shared_table_is_seen_by_forked_processes():
 
 
 def test_shared_table_is_bounded_and_clears():
-    from gateway.seen import SharedSeenTable
+    from gateway.memory.seen import SharedSeenTable
 
     t = SharedSeenTable(max_entries=20_000)
     slots = t.nbytes

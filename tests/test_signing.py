@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from conftest import P, PROJECT, PROJECT_KEY, auth_headers, deploy, upload_release
 
-from gateway import ed25519
+from gateway.crypto import ed25519
 
 # RFC 8032, section 7.1: TEST 1 (empty message) and TEST 2 (one byte)
 VECTORS = [

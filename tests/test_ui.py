@@ -6,9 +6,9 @@ import re
 
 from conftest import ORG, ORG_TOKEN, P, PROJECT, auth_headers, upload_release
 
-from gateway import store
 from gateway.appkeys import POOL
 from gateway.config import Settings
+from gateway.store import bootstrap as bootstrap_store
 
 UI = f"/ui/p/{PROJECT}"
 O = f"/api/v0/organizations/{ORG}"
@@ -196,10 +196,10 @@ async def test_revoked_token_and_expired_session_end_the_session(client):
 
 async def test_user_login_devices_inspect_and_html_errors(client):
     pool = client.server.app[POOL]
-    from gateway.tokens import hash_user_secret
+    from gateway.crypto.tokens import hash_user_secret
 
     org = await pool.fetchval("SELECT id FROM organizations WHERE slug = $1", ORG)
-    await store.ensure_user(pool, org, "rm@example.com", hash_user_secret("correct horse battery"), "editor")
+    await bootstrap_store.ensure_user(pool, org, "rm@example.com", hash_user_secret("correct horse battery"), "editor")
     r = await client.post(P + "/devices", json={"device_serial": "UI-DEV-1", "hardware_version": "mp"},
                           headers=auth_headers())
     assert r.status == 201

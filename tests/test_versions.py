@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from gateway.versions import check_version, compare_versions, is_semver, version_key
+from gateway.domain.versions import check_version, compare_versions, is_semver, version_key
 
 SEMVER_CASES = [
     ("0.0.0", True),

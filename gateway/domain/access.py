@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.domain.errors import Forbidden
+
 ROLES = {"viewer": 0, "editor": 1, "manager": 2}
 
 
@@ -71,3 +73,16 @@ def protected_change(role: str, can_activate_protected: bool, cohorts: Iterable[
             if c.requires_approval:
                 return Decision(Verdict.APPROVAL, f"cohort {c.slug!r} requires approval", c.slug)
     return Decision(Verdict.ALLOW)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    actor: str            # what the audit log shows: token name or user email (never a secret)
+    org_id: int
+    org_slug: str
+    role: str
+    can_activate_protected: bool
+
+    def require(self, role: str) -> None:
+        if not role_at_least(self.role, role):
+            raise Forbidden(f"this action needs the {role} role; you are {self.role}")

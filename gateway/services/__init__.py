@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .. import store
-from ..appkeys import MIRROR, POOL
-from ..errors import NotFound
-from ..manage_auth import Identity
+from gateway.appkeys import MIRROR, POOL
+from gateway.domain.errors import NotFound
+from gateway.domain.access import Identity
+from gateway.store import projects as projects_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,12 @@ class Change:
 
 async def list_projects(app: web.Application, ident: Identity) -> list[dict]:
     """The projects of the caller's organization."""
-    return [dict(r) for r in await store.list_projects(app[POOL], ident.org_id)]
+    return [dict(r) for r in await projects_store.list_projects(app[POOL], ident.org_id)]
 
 
 async def project_context(app: web.Application, ident: Identity, slug: str) -> Context:
     """The Context for one of the caller's projects (404 for any other, as in the API)."""
-    project = await store.project_by_slugs(app[POOL], ident.org_slug, slug)
+    project = await projects_store.project_by_slugs(app[POOL], ident.org_slug, slug)
     if project is None:
         raise NotFound(f"project {slug!r} not found")
     return Context(app, ident, dict(project))

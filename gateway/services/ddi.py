@@ -2,19 +2,24 @@
 release, per-release action counts, and the DDI part of "inspect device"."""
 from __future__ import annotations
 
-from .. import ddi, ddi_store, store
-from ..ddi_state import DDI_CACHE
-from ..errors import Conflict, NotFound
-from ..manage_common import iso
-from ..mirror import ProjectView
-from . import Change, Context, protect
-from .protect import applier
+from gateway.domain.ddi_actions import HAWKBIT_STATUS, Caller, effective_identity, plan
+from gateway.memory.ddi_loader import device_state
+from gateway.store import ddi as ddi_store
+from gateway.memory.ddi_cache import DDI_CACHE
+from gateway.domain.errors import Conflict, NotFound
+from gateway.domain.fields import iso
+from gateway.memory.mirror import ProjectView
+from gateway.services import Change, Context, protect
+from gateway.services.protect import applier
+from gateway.store import db as db_store
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
 
 ACTION_STATUSES = ("open", "canceling", "succeeded", "failed", "canceled")
 
 
 def action_json(a) -> dict:
-    return {"id": a["id"], "status": a["status"], "hawkbit_status": ddi.HAWKBIT_STATUS[a["status"]],
+    return {"id": a["id"], "status": a["status"], "hawkbit_status": HAWKBIT_STATUS[a["status"]],
             "release_id": a["release_id"], "software_type": a["software_type"], "version": a["version"],
             "delta_from": a["from_version"], "reason": a["reason"], "cancel_rejected": a["cancel_rejected"],
             "created_date": iso(a["created_at"]), "retrieved_date": iso(a["retrieved_at"]),
@@ -24,7 +29,7 @@ def action_json(a) -> dict:
 
 async def changed(ctx: Context, conn, serial: str) -> None:
     """Inside the write's transaction: tell every process to drop the device's cached DDI state."""
-    await store.notify(conn, ctx.app[DDI_CACHE].message(ctx.pid, serial))
+    await db_store.notify(conn, ctx.app[DDI_CACHE].message(ctx.pid, serial))
 
 
 def forget(ctx: Context, serial: str) -> None:
@@ -66,8 +71,8 @@ async def _retry(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Cha
         raise NotFound(f"action {action_id} of device {serial} not found")
     if row["status"] != "failed" or row["release_id"] is None:
         raise Conflict(f"action {action_id} is {row['status']}; only a failed action can be retried")
-    dev = await store.device_row(conn, ctx.pid, serial)
-    cohort = await store.cohort_by_id(conn, ctx.pid, dev["cohort_id"])
+    dev = await fleet_store.device_row(conn, ctx.pid, serial)
+    cohort = await fleet_store.cohort_by_id(conn, ctx.pid, dev["cohort_id"])
     pending = await protect.guard(ctx, conn, [cohort], "device.ddi_retry", approved=approved, params=p,
                                   release_id=row["release_id"])
     if pending:
@@ -75,7 +80,7 @@ async def _retry(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Cha
     cleared = await ddi_store.retry_failed(conn, row["device_id"], row["release_id"], actor)
     if not cleared:
         raise Conflict(f"release {row['version']} was already retried on device {serial}")
-    await store.audit(conn, ctx.pid, actor, "device.ddi_retry", f"device:{serial}",
+    await insight_store.audit(conn, ctx.pid, actor, "device.ddi_retry", f"device:{serial}",
                       {"action_id": row["id"]}, {"release_id": row["release_id"]})
     await changed(ctx, conn, serial)
     return Change({"device_serial": serial, "action_id": row["id"], "release_id": row["release_id"],
@@ -96,15 +101,14 @@ async def release_stats(ctx: Context) -> list[dict]:
 async def inspect_ddi(app, view: ProjectView, serial: str, software_type: str, _entry) -> dict:
     """The DDI answer for "inspect device", computed like a poll but without writing anything
     (an insight.INSPECTORS entry)."""
-    state = await ddi.device_state(app, view, serial)
-    hw, sw = ddi.effective_identity(view, state)
+    state = await device_state(app, view, serial)
+    hw, sw = effective_identity(view, state)
     if sw != software_type:
         return {"ddi": {"software_type": sw, "applies": False}}
-    what, action, detail = ddi.plan(ddi.Caller(view, serial, None, state))
-    reason = detail if what in ("deploymentBase", "cancelAction", "cancel") else \
-        detail[2] if what == "create" else what
-    return {"ddi": {"software_type": sw, "hardware_version": hw, "applies": True, "next": what, "reason": reason,
-                    "action_id": action.id if action else None,
+    offer = plan(Caller(view, serial, None, state))
+    return {"ddi": {"software_type": sw, "hardware_version": hw, "applies": True,
+                    "next": offer.what or offer.reason, "reason": offer.reason,
+                    "action_id": offer.action.id if offer.action else None,
                     "blocked_release_ids": sorted(state.blocked)}}
 
 
@@ -114,7 +118,7 @@ async def set_token(ctx: Context, serial: str, token_hash: str | None) -> None:
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await ddi_store.set_token(conn, ctx.pid, serial, token_hash):
             raise NotFound(f"device {serial} not found")
-        await store.audit(conn, ctx.pid, ctx.ident.actor, "device.ddi_token", f"device:{serial}", None,
+        await insight_store.audit(conn, ctx.pid, ctx.ident.actor, "device.ddi_token", f"device:{serial}", None,
                           {"set": token_hash is not None})
         await changed(ctx, conn, serial)
     forget(ctx, serial)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import store, store_requests
-from ..errors import BadRequest, Conflict, Forbidden, NotFound
-from ..manage_auth import Identity
-from ..manage_common import iso, need_str, one_release
-from . import Change, Context, protect
-from .protect import applier, request_json
+from gateway.store import requests as store_requests
+from gateway.domain.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.domain.access import Identity
+from gateway.services.releases import one_release
+from gateway.domain.fields import iso, need_str
+from gateway.services import Change, Context, protect
+from gateway.services.protect import applier, request_json
+from gateway.store import db as db_store
+from gateway.store import deployments as deployments_store
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
+from gateway.store import releases as releases_store
+from gateway.store import resolution as resolution_store
 
 
 def deployment_json(a) -> dict:
@@ -76,32 +83,32 @@ async def _activate(conn, project_id: int, cohort, release_id: int, typ: str, pe
                     actor: str) -> tuple[int, bool, list[str]]:
     """Create or change the activation; returns (id, created, mirror messages)."""
     messages = [f"project:{project_id}"]
-    existing = await store.active_activation(conn, release_id, cohort["id"])
+    existing = await deployments_store.active_activation(conn, release_id, cohort["id"])
     after = {"type": typ, "rollout_percent": percent}
     if existing is None:
-        aid = await store.create_activation(conn, project_id, release_id, cohort["id"], type_=typ,
+        aid = await deployments_store.create_activation(conn, project_id, release_id, cohort["id"], type_=typ,
                                             rollout_percent=percent, actor=actor)
-        await store.activation_event(conn, project_id, aid, "activate", actor, None, after)
+        await deployments_store.activation_event(conn, project_id, aid, "activate", actor, None, after)
     else:
         aid = existing["id"]
         before = {"type": existing["type"], "rollout_percent": existing["rollout_percent"]}
-        await store.update_activation(conn, aid, type_=typ, rollout_percent=percent)
-        await store.activation_event(conn, project_id, aid, "update", actor, before, after)
+        await deployments_store.update_activation(conn, aid, type_=typ, rollout_percent=percent)
+        await deployments_store.activation_event(conn, project_id, aid, "update", actor, before, after)
     if typ == "staged_rollout" and (existing is None or existing["rollout_percent"] != percent):
-        await store.stage_cohort(conn, cohort["id"], percent)
+        await deployments_store.stage_cohort(conn, cohort["id"], percent)
         msg = f"cohort-devices:{project_id}:{cohort['id']}"
-        await store.notify(conn, msg)
+        await db_store.notify(conn, msg)
         messages.append(msg)
-    await store.rebuild_resolution(conn, project_id)
+    await resolution_store.rebuild_resolution(conn, project_id)
     return aid, existing is None, messages
 
 
 async def _deactivate(conn, project_id: int, activation, actor: str) -> None:
-    await store.pull_activation(conn, activation["id"], actor)
-    await store.activation_event(conn, project_id, activation["id"], "pull", actor,
+    await deployments_store.pull_activation(conn, activation["id"], actor)
+    await deployments_store.activation_event(conn, project_id, activation["id"], "pull", actor,
                                  {"type": activation["type"], "rollout_percent": activation["rollout_percent"]},
                                  None)
-    await store.rebuild_resolution(conn, project_id)
+    await resolution_store.rebuild_resolution(conn, project_id)
 
 
 async def list_deployments(ctx: Context, *, cohort: str | None = None, release: str | None = None,
@@ -109,7 +116,7 @@ async def list_deployments(ctx: Context, *, cohort: str | None = None, release: 
                            active_only: bool = False, release_id: int | None = None) -> list[dict]:
     """Activations, newest first. `release` names a full release; with `delta`, `delta_from` and
     `delta_to` name a delta. `release_id` keeps one release's activations."""
-    rows = await store.list_activations(
+    rows = await deployments_store.list_activations(
         ctx.pool, ctx.pid, cohort=cohort or None, version=delta_to if delta else (release or None),
         from_version=delta_from, delta=delta)
     if not delta and release:
@@ -126,7 +133,7 @@ async def activate(ctx: Context, spec: ActivationSpec) -> Change:
     requires approval this only files a request (`pending`)."""
     ctx.ident.require("editor")
     async with ctx.transaction() as conn:
-        cohort = await store.cohort_by_slug(conn, ctx.pid, spec.cohort)
+        cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, spec.cohort)
         if cohort is None:
             raise NotFound(f"cohort {spec.cohort!r} not found")
         rel = await one_release(conn, ctx.pid, spec.version, spec.from_version, spec.software_type)
@@ -140,9 +147,9 @@ async def activate(ctx: Context, spec: ActivationSpec) -> Change:
 @applier("activate")
 async def _apply_activate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
     pid = ctx.pid
-    cohort = await store.cohort_by_id(conn, pid, p["cohort_id"])
-    existing = await store.active_activation(conn, p["release_id"], p["cohort_id"])
-    rel = (await store.releases_with_payloads(conn, pid, release_id=p["release_id"]))
+    cohort = await fleet_store.cohort_by_id(conn, pid, p["cohort_id"])
+    existing = await deployments_store.active_activation(conn, p["release_id"], p["cohort_id"])
+    rel = (await releases_store.releases_with_payloads(conn, pid, release_id=p["release_id"]))
     if not rel or cohort is None:
         raise Conflict("the release or cohort of this activation no longer exists")
     pending = await protect.guard(
@@ -154,15 +161,15 @@ async def _apply_activate(ctx: Context, conn, p: dict, actor: str, approved: boo
         return pending
     aid, created, messages = await _activate(conn, pid, cohort, p["release_id"], p["type"], p["rollout_percent"],
                                              actor)
-    row = (await store.list_activations(conn, pid, activation_id=aid))[0]
+    row = (await deployments_store.list_activations(conn, pid, activation_id=aid))[0]
     if not approved:
-        await store.audit(conn, pid, actor, "deployment.create" if created else "deployment.update",
+        await insight_store.audit(conn, pid, actor, "deployment.create" if created else "deployment.update",
                           f"deployment:{aid}", None, deployment_json(row))
     return Change(deployment_json(row), created=created, messages=tuple(messages))
 
 
 async def get_deployment(ctx: Context, aid: int) -> dict:
-    rows = await store.list_activations(ctx.pool, ctx.pid, activation_id=aid)
+    rows = await deployments_store.list_activations(ctx.pool, ctx.pid, activation_id=aid)
     if not rows:
         raise NotFound(f"deployment {aid} not found")
     return deployment_json(rows[0])
@@ -176,14 +183,14 @@ async def deactivate(ctx: Context, aid: int) -> Change:
 @applier("deactivate")
 async def _apply_deactivate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
     pid, aid = ctx.pid, p["activation_id"]
-    rows = await store.list_activations(conn, pid, activation_id=aid)
+    rows = await deployments_store.list_activations(conn, pid, activation_id=aid)
     if not rows:
         raise NotFound(f"deployment {aid} not found")
     act = rows[0]
     if act["status"] != "active":
         raise Conflict(f"deployment {aid} is already deactivated" if not approved
                        else "the deployment to deactivate is no longer active")
-    cohort = await store.cohort_by_id(conn, pid, act["cohort_id"])
+    cohort = await fleet_store.cohort_by_id(conn, pid, act["cohort_id"])
     pending = await protect.guard(ctx, conn, [cohort], "deactivate", approved=approved,
                                   release_id=act["release_id"], type_=act["type"],
                                   rollout_percent=act["rollout_percent"], activation_id=aid,
@@ -192,8 +199,8 @@ async def _apply_deactivate(ctx: Context, conn, p: dict, actor: str, approved: b
         return pending
     await _deactivate(conn, pid, act, actor)
     if not approved:
-        await store.audit(conn, pid, actor, "deployment.deactivate", f"deployment:{aid}", deployment_json(act), None)
-    row = (await store.list_activations(conn, pid, activation_id=aid))[0]
+        await insight_store.audit(conn, pid, actor, "deployment.deactivate", f"deployment:{aid}", deployment_json(act), None)
+    row = (await deployments_store.list_activations(conn, pid, activation_id=aid))[0]
     return Change(deployment_json(row), messages=(f"project:{pid}",))
 
 
@@ -230,7 +237,7 @@ async def decide(ctx: Context, rid: int, approve: bool) -> dict:
             raise Conflict(f"activation request {rid} is already {req['status']}")
         if req["requested_by"] == ident.actor:
             raise Forbidden("an activation request must be approved or rejected by a different identity")
-        cohort = await store.cohort_by_id(conn, pid, req["cohort_id"])
+        cohort = await fleet_store.cohort_by_id(conn, pid, req["cohort_id"])
         if not protect.may_change(ident, cohort):
             raise Forbidden(f"cohort {cohort['slug']!r} is protected: deciding its requests needs the manager role "
                             "or a token allowed to activate protected cohorts")
@@ -242,7 +249,7 @@ async def decide(ctx: Context, rid: int, approve: bool) -> dict:
                                True)
             messages = change.messages
         await store_requests.decide(conn, rid, "approved" if approve else "rejected", ident.actor)
-        await store.audit(conn, pid, ident.actor, "deployment.approve" if approve else "deployment.reject",
+        await insight_store.audit(conn, pid, ident.actor, "deployment.approve" if approve else "deployment.reject",
                           f"request:{rid}", {"status": "pending"}, {"status": "approved" if approve else "rejected"})
         req = (await store_requests.list_requests(conn, pid, request_id=rid))[0]
     if messages:
@@ -251,7 +258,7 @@ async def decide(ctx: Context, rid: int, approve: bool) -> dict:
 
 
 async def activation_history(ctx: Context, *, limit: int = 500, offset: int = 0) -> list[dict]:
-    rows = await store.list_activation_events(ctx.pool, ctx.pid, limit=limit, offset=offset)
+    rows = await deployments_store.list_activation_events(ctx.pool, ctx.pid, limit=limit, offset=offset)
     return [{"deployment_id": r["activation_id"], "action": r["action"], "actor": r["actor"],
              "release": r["version"], "delta_from": r["from_version"], "software_type": r["software_type"],
              "cohort": r["cohort_slug"], "before": r["before"], "after": r["after"], "date": iso(r["at"])}

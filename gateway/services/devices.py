@@ -4,12 +4,18 @@ polls as a cohort. Each is registered with `protect` so the protected-cohort rul
 apply the same way whether it is carried out now or when its request is approved."""
 from __future__ import annotations
 
-from .. import store
-from ..errors import BadRequest, Conflict, NotFound
-from ..manage_common import iso
-from . import Change, Context, protect
-from .fleet import cohort_json, device_json
-from .protect import applier
+from gateway.domain.errors import BadRequest, Conflict, NotFound
+from gateway.domain.fields import iso
+from gateway.services import Change, Context, protect
+from gateway.services.fleet import cohort_json, device_json
+from gateway.services.protect import applier
+from gateway.store import access as access_store
+from gateway.store import db as db_store
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
+from gateway.store import projects as projects_store
+from gateway.store import releases as releases_store
+from gateway.store import resolution as resolution_store
 
 
 def _device_messages(pid: int, serial: str) -> tuple[str, ...]:
@@ -17,14 +23,14 @@ def _device_messages(pid: int, serial: str) -> tuple[str, ...]:
 
 
 async def _cohort(conn, pid: int, cohort_id: int):
-    cohort = await store.cohort_by_id(conn, pid, cohort_id)
+    cohort = await fleet_store.cohort_by_id(conn, pid, cohort_id)
     if cohort is None:
         raise Conflict("the cohort of this change no longer exists")
     return cohort
 
 
 async def _device(conn, pid: int, serial: str):
-    dev = await store.device_row(conn, pid, serial)
+    dev = await fleet_store.device_row(conn, pid, serial)
     if dev is None:
         raise NotFound(f"device {serial} not found")
     return dev
@@ -33,26 +39,26 @@ async def _device(conn, pid: int, serial: str):
 @applier("device.create")
 async def _create_device(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
     cohort = await _cohort(conn, ctx.pid, p["cohort_id"])
-    if await store.device_row(conn, ctx.pid, p["serial"]) is not None:
+    if await fleet_store.device_row(conn, ctx.pid, p["serial"]) is not None:
         raise Conflict(f"device {p['serial']} already exists")
     # a new serial has never been offered anything, so provisioning needs the cohort's
     # permission but no approval (a device that already polls exists: moving it does)
     await protect.guard(ctx, conn, [cohort], "device.create", approved=True, params=p)
-    if not await store.create_device(conn, ctx.pid, p["serial"], p["hardware_version"], cohort["id"]):
+    if not await fleet_store.create_device(conn, ctx.pid, p["serial"], p["hardware_version"], cohort["id"]):
         raise Conflict(f"device {p['serial']} already exists")
-    await store.add_hardware_version(conn, ctx.pid, p["hardware_version"])
-    await store.audit(conn, ctx.pid, actor, "device.create", f"device:{p['serial']}", None,
+    await projects_store.add_hardware_version(conn, ctx.pid, p["hardware_version"])
+    await insight_store.audit(conn, ctx.pid, actor, "device.create", f"device:{p['serial']}", None,
                       {"hardware_version": p["hardware_version"], "cohort": cohort["slug"]})
     messages = _device_messages(ctx.pid, p["serial"])
     for m in messages:
-        await store.notify(conn, m)
-    return Change(device_json(await store.device_row(conn, ctx.pid, p["serial"])), created=True, messages=messages)
+        await db_store.notify(conn, m)
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), created=True, messages=messages)
 
 
 async def create_device(ctx: Context, serial: str, hardware_version: str, cohort_slug: str) -> Change:
     """Factory provisioning: a device with its hardware version, in a cohort."""
     async with ctx.pool.acquire() as conn:
-        cohort = await store.cohort_by_slug(conn, ctx.pid, cohort_slug)
+        cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
     if cohort is None:
         raise BadRequest(f"cohort {cohort_slug!r} not found")
     return await protect.run(ctx, "device.create", {"serial": serial, "hardware_version": hardware_version,
@@ -69,19 +75,19 @@ async def _move_device(ctx: Context, conn, p: dict, actor: str, approved: bool) 
                                   summary={"serial": p["serial"], "from": source["slug"], "to": target["slug"]})
     if pending:
         return pending
-    await store.move_device(conn, ctx.pid, p["serial"], target["id"])
-    await store.audit(conn, ctx.pid, actor, "device.move", f"device:{p['serial']}",
+    await fleet_store.move_device(conn, ctx.pid, p["serial"], target["id"])
+    await insight_store.audit(conn, ctx.pid, actor, "device.move", f"device:{p['serial']}",
                       {"cohort": source["slug"]}, {"cohort": target["slug"]})
     msg = f"device:{ctx.pid}:{p['serial']}"
-    await store.notify(conn, msg)
-    return Change(device_json(await store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
+    await db_store.notify(conn, msg)
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
 
 
 async def move_device(ctx: Context, serial: str, cohort_slug: str) -> Change:
     """Move a device to another cohort (it is un-staged)."""
     async with ctx.pool.acquire() as conn:
         await _device(conn, ctx.pid, serial)
-        cohort = await store.cohort_by_slug(conn, ctx.pid, cohort_slug)
+        cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
     if cohort is None:
         raise BadRequest(f"cohort {cohort_slug!r} not found")
     return await protect.run(ctx, "device.move", {"serial": serial, "cohort_id": cohort["id"]})
@@ -92,19 +98,19 @@ async def _set_override(ctx: Context, conn, p: dict, actor: str, approved: bool)
     dev = await _device(conn, ctx.pid, p["serial"])
     cohort = await _cohort(conn, ctx.pid, dev["cohort_id"])
     release_id = p["release_id"]
-    if release_id is not None and not await store.releases_with_payloads(conn, ctx.pid, release_id=release_id):
+    if release_id is not None and not await releases_store.releases_with_payloads(conn, ctx.pid, release_id=release_id):
         raise Conflict(f"release {release_id} no longer exists")
     pending = await protect.guard(ctx, conn, [cohort], "device.override", approved=approved, params=p,
                                   release_id=release_id)
     if pending:
         return pending
-    await store.set_override(conn, ctx.pid, p["serial"], release_id)
-    await store.audit(conn, ctx.pid, actor, "device.override" if release_id else "device.clear_override",
+    await fleet_store.set_override(conn, ctx.pid, p["serial"], release_id)
+    await insight_store.audit(conn, ctx.pid, actor, "device.override" if release_id else "device.clear_override",
                       f"device:{p['serial']}", {"release_override_id": dev["release_override_id"]},
                       {"release_override_id": release_id})
     msg = f"device:{ctx.pid}:{p['serial']}"
-    await store.notify(conn, msg)
-    return Change(device_json(await store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
+    await db_store.notify(conn, msg)
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
 
 
 async def set_override(ctx: Context, serial: str, release_id: int | None) -> Change:
@@ -120,23 +126,23 @@ async def _stage(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Cha
         return pending
     serials, filters = p.get("serials"), p.get("filters") or {}
     if serials is not None:
-        found = await store.stage_serials(conn, ctx.pid, serials, p["staged"], cohort_id=cohort["id"])
+        found = await fleet_store.stage_serials(conn, ctx.pid, serials, p["staged"], cohort_id=cohort["id"])
         missing = sorted(set(serials) - set(found))
         if missing:
             raise NotFound(f"not devices of cohort {cohort['slug']!r}: {', '.join(missing[:20])}")
         changed = len(found)
     else:
-        changed = await store.stage_filtered(conn, ctx.pid, cohort["id"], staged=p["staged"], limit=p.get("limit"),
+        changed = await fleet_store.stage_filtered(conn, ctx.pid, cohort["id"], staged=p["staged"], limit=p.get("limit"),
                                              order=p.get("order", "last_seen"),
                                              **{k: filters.get(k) for k in ("current_version", "software_type",
                                                                             "hardware_version")})
-    total, staged_now = await store.cohort_staged_count(conn, cohort["id"])
-    await store.audit(conn, ctx.pid, actor, "cohort.stage" if p["staged"] else "cohort.unstage",
+    total, staged_now = await fleet_store.cohort_staged_count(conn, cohort["id"])
+    await insight_store.audit(conn, ctx.pid, actor, "cohort.stage" if p["staged"] else "cohort.unstage",
                       f"cohort:{cohort['slug']}", None,
                       {"changed": changed, "serials": serials, "limit": p.get("limit"),
                        **{k: v for k, v in filters.items() if v}})
     msg = f"cohort-devices:{ctx.pid}:{cohort['id']}"
-    await store.notify(conn, msg)
+    await db_store.notify(conn, msg)
     return Change({"changed": changed, "staged": staged_now, "devices": total}, messages=(msg,))
 
 
@@ -144,7 +150,7 @@ async def stage(ctx: Context, cohort_slug: str, *, staged: bool, serials: list[s
                 order: str, filters: dict) -> Change:
     """Stage or unstage named devices of a cohort, or up to `limit` matching `filters`."""
     async with ctx.pool.acquire() as conn:
-        cohort = await store.cohort_by_slug(conn, ctx.pid, cohort_slug)
+        cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
     if cohort is None:
         raise NotFound(f"cohort {cohort_slug!r} not found")
     return await protect.run(ctx, "cohort.stage", {"cohort_id": cohort["id"], "staged": staged, "serials": serials,
@@ -165,13 +171,13 @@ async def _update_cohort(ctx: Context, conn, p: dict, actor: str, approved: bool
                                   summary={"cohort": cohort["slug"], "changes": p["changes"]})
     if pending:
         return pending
-    row = await store.update_cohort(conn, cohort["id"], p["changes"])
-    await store.audit(conn, ctx.pid, actor, "cohort.update", f"cohort:{cohort['slug']}",
+    row = await fleet_store.update_cohort(conn, cohort["id"], p["changes"])
+    await insight_store.audit(conn, ctx.pid, actor, "cohort.update", f"cohort:{cohort['slug']}",
                       {k: cohort[k] for k in p["changes"]}, p["changes"])
     if "version_checking" in p["changes"]:
-        await store.rebuild_resolution(conn, ctx.pid)
+        await resolution_store.rebuild_resolution(conn, ctx.pid)
     else:
-        await store.notify(conn, f"project:{ctx.pid}")
+        await db_store.notify(conn, f"project:{ctx.pid}")
     return Change(cohort_json(row), messages=(f"project:{ctx.pid}",))
 
 
@@ -180,7 +186,7 @@ async def update_cohort(ctx: Context, slug: str, changes: dict) -> Change:
     if {"protected", "requires_approval"} & set(changes):
         ctx.ident.require("manager")
     async with ctx.pool.acquire() as conn:
-        cohort = await store.cohort_by_slug(conn, ctx.pid, slug)
+        cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, slug)
     if cohort is None:
         raise NotFound(f"cohort {slug!r} not found")
     return await protect.run(ctx, "cohort.update", {"cohort_id": cohort["id"], "changes": changes})
@@ -194,11 +200,11 @@ async def _create_key(ctx: Context, conn, p: dict, actor: str, approved: bool) -
                                   summary={"name": p["name"], "cohort_override": cohort and cohort["slug"]})
     if pending:
         return pending
-    kid = await store.create_project_key(conn, ctx.pid, p["name"], p["secret_hash"], cohort and cohort["id"])
-    await store.audit(conn, ctx.pid, actor, "project_key.create", f"project_key:{kid}", None,
+    kid = await access_store.create_project_key(conn, ctx.pid, p["name"], p["secret_hash"], cohort and cohort["id"])
+    await insight_store.audit(conn, ctx.pid, actor, "project_key.create", f"project_key:{kid}", None,
                       {"name": p["name"], "cohort_override": cohort and cohort["slug"]})
-    await store.notify(conn, "keys")
-    row = next(k for k in await store.list_project_keys(conn, ctx.pid) if k["id"] == kid)
+    await db_store.notify(conn, "keys")
+    row = next(k for k in await access_store.list_project_keys(conn, ctx.pid) if k["id"] == kid)
     return Change(key_json(row), created=True, messages=("keys",))
 
 
@@ -215,7 +221,7 @@ async def create_key(ctx: Context, name: str, secret_hash: str, cohort_slug: str
     cohort_id = None
     if cohort_slug:
         async with ctx.pool.acquire() as conn:
-            cohort = await store.cohort_by_slug(conn, ctx.pid, cohort_slug)
+            cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
         if cohort is None:
             raise BadRequest(f"cohort_override: cohort {cohort_slug!r} not found")
         cohort_id = cohort["id"]

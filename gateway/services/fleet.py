@@ -1,10 +1,11 @@
 """The fleet: cohorts, devices and their version history (reads)."""
 from __future__ import annotations
 
-from .. import store
-from ..errors import NotFound
-from ..manage_common import iso
-from . import Context
+from gateway.domain.errors import NotFound
+from gateway.domain.fields import iso
+from gateway.services import Context
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
 
 
 def cohort_json(c) -> dict:
@@ -26,11 +27,11 @@ def device_json(d) -> dict:
 
 
 async def list_cohorts(ctx: Context) -> list[dict]:
-    return [cohort_json(c) for c in await store.list_cohorts(ctx.pool, ctx.pid)]
+    return [cohort_json(c) for c in await fleet_store.list_cohorts(ctx.pool, ctx.pid)]
 
 
 async def get_cohort(ctx: Context, slug: str) -> dict:
-    row = next((c for c in await store.list_cohorts(ctx.pool, ctx.pid) if c["slug"] == slug), None)
+    row = next((c for c in await fleet_store.list_cohorts(ctx.pool, ctx.pid) if c["slug"] == slug), None)
     if row is None:
         raise NotFound(f"cohort {slug!r} not found")
     return cohort_json(row)
@@ -39,7 +40,7 @@ async def get_cohort(ctx: Context, slug: str) -> dict:
 async def list_devices(ctx: Context, *, cohort: str | None = None, hardware_version: str | None = None,
                        serial_prefix: str | None = None, limit: int = 100, page: int = 1) -> tuple[int, list[dict]]:
     """(total matching, one page of devices), most recently seen first."""
-    total, rows = await store.list_devices(ctx.pool, ctx.pid, cohort=cohort or None,
+    total, rows = await fleet_store.list_devices(ctx.pool, ctx.pid, cohort=cohort or None,
                                            hardware_version=hardware_version or None,
                                            serial_prefix=serial_prefix or None,
                                            limit=limit, offset=(page - 1) * limit)
@@ -47,16 +48,16 @@ async def list_devices(ctx: Context, *, cohort: str | None = None, hardware_vers
 
 
 async def get_device(ctx: Context, serial: str) -> dict:
-    row = await store.device_row(ctx.pool, ctx.pid, serial)
+    row = await fleet_store.device_row(ctx.pool, ctx.pid, serial)
     if row is None:
         raise NotFound(f"device {serial} not found")
     return device_json(row)
 
 
 async def device_history(ctx: Context, serial: str, limit: int = 500) -> list[dict]:
-    if await store.device_row(ctx.pool, ctx.pid, serial) is None:
+    if await fleet_store.device_row(ctx.pool, ctx.pid, serial) is None:
         raise NotFound(f"device {serial} not found")
-    rows = await store.device_history(ctx.pool, ctx.pid, serial, limit)
+    rows = await insight_store.device_history(ctx.pool, ctx.pid, serial, limit)
     return [{"software_type": r["software_type"], "version": r["version"],
              "previous_version": r["previous_version"], "protocol": r["protocol"],
              "date": iso(r["seen_at"])} for r in rows]

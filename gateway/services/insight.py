@@ -9,12 +9,16 @@ from collections import Counter, defaultdict
 
 from aiohttp import web
 
-from .. import resolution, store
-from ..errors import BadRequest, NotFound
-from ..manage_common import iso
-from ..mirror import ProjectView
-from ..versions import version_key
-from . import Context
+from gateway.domain import resolution
+from gateway.domain.errors import BadRequest, NotFound
+from gateway.domain.fields import iso
+from gateway.memory.mirror import ProjectView
+from gateway.domain.versions import version_key
+from gateway.services import Context
+from gateway.store import access as access_store
+from gateway.store import deployments as deployments_store
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
 
 # extra per-protocol inspectors (e.g. DDI) register here:
 # async (app, view, serial, software_type, entry) -> dict merged into the entry
@@ -66,17 +70,17 @@ async def version_matrix(ctx: Context, slug: str, software_type: str | None = No
     """One cohort's version matrix for a software type (required when the cohort has several)."""
     view = ctx.view()
     pool = ctx.pool
-    cohort = await store.cohort_by_slug(pool, ctx.pid, slug)
+    cohort = await fleet_store.cohort_by_slug(pool, ctx.pid, slug)
     if cohort is None:
         raise NotFound(f"cohort {slug!r} not found")
-    acts = [a for a in await store.list_activations(pool, ctx.pid, cohort=slug) if a["status"] == "active"]
+    acts = [a for a in await deployments_store.list_activations(pool, ctx.pid, cohort=slug) if a["status"] == "active"]
     sw = software_type
     if not sw:
         types = sorted({a["software_type"] for a in acts}) or sorted(view.software_types)
         if len(types) != 1:
             raise BadRequest(f"software_type is required (one of: {', '.join(types) or 'none yet'})")
         sw = types[0]
-    groups = await store.version_groups(pool, cohort["id"], sw)
+    groups = await insight_store.version_groups(pool, cohort["id"], sw)
     out = matrix(view, cohort["id"], sw, groups)
     releases = []
     for a in acts:
@@ -100,7 +104,7 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
     computed like a poll, without writing anything."""
     view = ctx.view()
     pool = ctx.pool
-    dev = await store.device_row(pool, ctx.pid, serial)
+    dev = await fleet_store.device_row(pool, ctx.pid, serial)
     if dev is None and not hardware_version:
         raise NotFound(f"device {serial} not found (pass hardware_version to inspect an unregistered serial)")
     hw = (dev["hardware_version"] if dev else None) or hardware_version
@@ -110,7 +114,7 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
     mirrored = view.devices.get(serial)
     cohort_id = mirrored.cohort_id if mirrored else view.default_cohort_id
     staged = bool(mirrored and mirrored.staged)
-    keys = [k for k in await store.list_project_keys(pool, ctx.pid) if k["revoked_at"] is None and k["cohort_override"]]
+    keys = [k for k in await access_store.list_project_keys(pool, ctx.pid) if k["revoked_at"] is None and k["cohort_override"]]
     out = []
     for sw in types:
         current = current_version or versions.get(sw)
@@ -145,7 +149,7 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
 async def audit_log(ctx: Context, *, actor: str | None = None, action: str | None = None, limit: int = 100,
                     before: int | None = None) -> list[dict]:
     """Newest first, append-only; `action` matches a prefix, `before` pages by id."""
-    rows = await store.list_audit(ctx.pool, ctx.pid, actor=actor or None, action=action or None,
+    rows = await insight_store.list_audit(ctx.pool, ctx.pid, actor=actor or None, action=action or None,
                                   limit=min(limit, 1000), before_id=before)
     return [{"id": r["id"], "actor": r["actor"], "action": r["action"], "object": r["object"],
              "before": r["before"], "after": r["after"], "date": iso(r["at"])} for r in rows]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from .. import store, store_requests
-from ..domain import access
-from ..errors import Forbidden
-from ..manage_common import iso
-from . import Change, Context
+from gateway.store import requests as store_requests
+from gateway.domain import access
+from gateway.domain.errors import Forbidden
+from gateway.domain.fields import iso
+from gateway.services import Change, Context
+from gateway.store import insight as insight_store
 
 # (ctx, conn, params, actor, approved) -> Change: carries out one write inside the caller's
 # transaction, calling `guard` itself; `approved` when a request is being carried out
@@ -75,7 +76,7 @@ async def guard(ctx: Context, conn, cohorts: Iterable, action: str, *, approved:
                                       type_=type_, rollout_percent=rollout_percent, activation_id=activation_id,
                                       params=params, actor=ctx.ident.actor)
     audit_action = "deployment.request" if action in ("activate", "deactivate") else f"{action}.request"
-    await store.audit(conn, ctx.pid, ctx.ident.actor, audit_action, f"request:{rid}", None,
+    await insight_store.audit(conn, ctx.pid, ctx.ident.actor, audit_action, f"request:{rid}", None,
                       summary if summary is not None else params)
     req = (await store_requests.list_requests(conn, ctx.pid, request_id=rid))[0]
     return Change(request_json(req), pending=True)

@@ -1,11 +1,17 @@
 """Releases: listing and lookup by id or version."""
 from __future__ import annotations
 
-from .. import store
-from ..errors import BadRequest, Conflict, NotFound
-from ..manage_common import iso
-from . import Change, Context, protect
-from .protect import applier
+from gateway.domain.errors import BadRequest, Conflict, NotFound
+from gateway.domain.fields import iso
+from gateway.services import Change, Context, protect
+from gateway.services.protect import applier
+from gateway.store import db as db_store
+from gateway.store import deployments as deployments_store
+from gateway.store import fleet as fleet_store
+from gateway.store import insight as insight_store
+from gateway.store import projects as projects_store
+from gateway.store import releases as releases_store
+from gateway.store import resolution as resolution_store
 
 
 def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
@@ -26,7 +32,7 @@ def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
 async def list_releases(ctx: Context, *, version: str | None = None, software_type: str | None = None,
                         revision: str | None = None, hardware_version: str | None = None) -> list[dict]:
     """Releases, newest first, optionally filtered (empty filters match everything)."""
-    rows = await store.releases_with_payloads(ctx.pool, ctx.pid)
+    rows = await releases_store.releases_with_payloads(ctx.pool, ctx.pid)
     return [release_json(r, r["payloads"]) for r in rows
             if (not version or r["version"] == version)
             and (not software_type or r["software_type"] == software_type)
@@ -38,9 +44,9 @@ async def release_by_ref(conn, project_id: int, ref: str) -> dict:
     """A release row (with payloads) by numeric id or by version string (unique across software
     types, full releases only)."""
     if ref.isdigit():
-        rows = await store.releases_with_payloads(conn, project_id, release_id=int(ref))
+        rows = await releases_store.releases_with_payloads(conn, project_id, release_id=int(ref))
     else:
-        rows = [r for r in await store.releases_with_payloads(conn, project_id) if r["version"] == ref
+        rows = [r for r in await releases_store.releases_with_payloads(conn, project_id) if r["version"] == ref
                 and r["from_version"] is None]
     if not rows:
         raise NotFound(f"release {ref!r} not found")
@@ -56,18 +62,18 @@ async def get_release(ctx: Context, ref: str) -> dict:
 
 
 async def software_types(ctx: Context) -> list[str]:
-    return [r["name"] for r in await store.list_software_types(ctx.pool, ctx.pid)]
+    return [r["name"] for r in await projects_store.list_software_types(ctx.pool, ctx.pid)]
 
 
 async def _release_row(conn, pid: int, release_id: int) -> dict:
-    rows = await store.releases_with_payloads(conn, pid, release_id=release_id)
+    rows = await releases_store.releases_with_payloads(conn, pid, release_id=release_id)
     if not rows:
         raise NotFound(f"release {release_id} not found")
     return rows[0]
 
 
 async def _reached(conn, pid: int, release_id: int) -> list:
-    return await store.cohorts_reached_by(conn, pid, release_id)
+    return await fleet_store.cohorts_reached_by(conn, pid, release_id)
 
 
 @applier("release.add_payload")
@@ -75,7 +81,7 @@ async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) 
     """Attach an uploaded file to a release: a new release, or one more payload of an existing
     one — which reaches that hardware in every cohort the release is active in."""
     pid = ctx.pid
-    upload = await store.get_upload(conn, p["token"])
+    upload = await releases_store.get_upload(conn, p["token"])
     if upload is None or upload["project_id"] != pid:
         raise BadRequest("file.token is unknown")
     if upload["status"] != "complete":
@@ -87,16 +93,16 @@ async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) 
     if p.setdefault("sha256", upload["sha256"]) != upload["sha256"]:
         raise Conflict("the uploaded file changed after this request was filed; upload and request again")
     version, hw = p["version"], p["hardware_version"]
-    rel = await store.find_release(conn, pid, p["software_type"], version, p["from_version"])
+    rel = await releases_store.find_release(conn, pid, p["software_type"], version, p["from_version"])
     if rel is None:
-        rel = await store.create_release(
+        rel = await releases_store.create_release(
             conn, pid, software_type=p["software_type"], version=version, from_version=p["from_version"],
             must_pass_through=p["must_pass_through"], revision=p["revision"], notes=p["notes"], extra_info=None,
             created_by=actor)
         created = True
     else:
         created = False
-        existing = await store.payload_for(conn, rel["id"], hw, p["firmware_type"])
+        existing = await releases_store.payload_for(conn, rel["id"], hw, p["firmware_type"])
         if existing is not None:
             if existing["sha256"] == upload["sha256"]:
                 raise Conflict(f"release {version} already has this payload for hardware {hw}", type="already_exists")
@@ -106,18 +112,18 @@ async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) 
                                       approved=approved, params=p, release_id=rel["id"])
         if pending:
             return pending
-        await store.touch_release(conn, rel["id"])
-    pl = await store.create_payload(
+        await releases_store.touch_release(conn, rel["id"])
+    pl = await releases_store.create_payload(
         conn, rel["id"], hardware_version=hw, firmware_type=p["firmware_type"], filename=p["name"],
         size=upload["size"], sha256=upload["sha256"], md5=upload["md5"], sha1=upload["sha1"],
         extra_info=p["extra_info"])
-    await store.add_hardware_version(conn, pid, hw)
-    await store.add_software_type(conn, pid, p["software_type"])
-    await store.audit(conn, pid, actor, "release.create" if created else "release.add_payload",
+    await projects_store.add_hardware_version(conn, pid, hw)
+    await projects_store.add_software_type(conn, pid, p["software_type"])
+    await insight_store.audit(conn, pid, actor, "release.create" if created else "release.add_payload",
                       f"release:{rel['id']}", None,
                       {"version": version, "from_version": p["from_version"], "software_type": p["software_type"],
                        "hardware_version": hw, "sha256": upload["sha256"]})
-    await store.rebuild_resolution(conn, pid)
+    await resolution_store.rebuild_resolution(conn, pid)
     return Change(release_json(dict(rel), [dict(pl)]), created=created, messages=(f"project:{pid}",))
 
 
@@ -135,11 +141,11 @@ async def _update_release(ctx: Context, conn, p: dict, actor: str, approved: boo
                                   approved=approved, params=p, release_id=r["id"])
     if pending:
         return pending
-    await store.update_release(conn, r["id"], p["changes"])
-    await store.audit(conn, pid, actor, "release.update", f"release:{r['id']}",
+    await releases_store.update_release(conn, r["id"], p["changes"])
+    await insight_store.audit(conn, pid, actor, "release.update", f"release:{r['id']}",
                       {k: r[k] for k in p["changes"]}, p["changes"])
-    await store.notify(conn, f"project:{pid}")
-    r = (await store.releases_with_payloads(conn, pid, release_id=r["id"]))[0]
+    await db_store.notify(conn, f"project:{pid}")
+    r = (await releases_store.releases_with_payloads(conn, pid, release_id=r["id"]))[0]
     return Change(release_json(r, r["payloads"]), messages=(f"project:{pid}",))
 
 
@@ -154,7 +160,7 @@ async def update_release(ctx: Context, ref: str, changes: dict) -> Change:
 async def _delete_release(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
     pid = ctx.pid
     r = await _release_row(conn, pid, p["release_id"])
-    active = await store.active_activations_of(conn, r["id"])
+    active = await deployments_store.active_activations_of(conn, r["id"])
     if active:
         raise Conflict(f"release {r['version']} is still active in cohort(s) "
                        f"{', '.join(a['cohort'] for a in active)} (deployment ids "
@@ -165,9 +171,9 @@ async def _delete_release(ctx: Context, conn, p: dict, actor: str, approved: boo
                                   summary={"release_id": r["id"], "version": r["version"]})
     if pending:
         return pending
-    await store.delete_release(conn, r["id"])
-    await store.audit(conn, pid, actor, "release.delete", f"release:{r['id']}", release_json(r, r["payloads"]), None)
-    await store.rebuild_resolution(conn, pid)
+    await releases_store.delete_release(conn, r["id"])
+    await insight_store.audit(conn, pid, actor, "release.delete", f"release:{r['id']}", release_json(r, r["payloads"]), None)
+    await resolution_store.rebuild_resolution(conn, pid)
     return Change({}, messages=(f"project:{pid}",))
 
 
@@ -176,3 +182,16 @@ async def delete_release(ctx: Context, ref: str) -> Change:
     async with ctx.pool.acquire() as conn:
         r = await release_by_ref(conn, ctx.pid, ref)
     return await protect.run(ctx, "release.delete", {"release_id": r["id"]})
+
+
+async def one_release(conn, project_id: int, version: str, from_version: str | None, software_type: str | None):
+    """The release named by version (and delta from-version), disambiguated by software type."""
+    rels = [r for r in await releases_store.find_releases(conn, project_id, version, from_version)
+            if software_type is None or r["software_type"] == software_type]
+    label = f"{from_version} -> {version}" if from_version else version
+    if not rels:
+        raise NotFound(f"release {label!r} not found")
+    if len(rels) > 1:
+        raise BadRequest(f"release {label!r} exists for software types "
+                         f"{', '.join(r['software_type'] for r in rels)}: add software_type")
+    return rels[0]

@@ -8,8 +8,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import views
-from .session import UI_SECRET, _Secret
+from gateway.ui import views
+from gateway.ui.session import UI_SECRET, _Secret
 
 HERE = Path(__file__).resolve().parent
 

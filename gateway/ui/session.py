@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .. import store
-from ..appkeys import POOL, SETTINGS
-from ..errors import Forbidden
-from ..manage_auth import Identity, authenticate, token_ident, user_ident
+from gateway.appkeys import POOL, SETTINGS
+from gateway.domain.errors import Forbidden
+from gateway.services.auth import authenticate, token_ident, user_ident
+from gateway.domain.access import Identity
+from gateway.store import access as access_store
+from gateway.store import db as db_store
 
 COOKIE = "ota_session"
 LOGIN_COOKIE = "ota_login"
@@ -58,7 +60,7 @@ async def current(request: web.Request) -> Session:
     sid = request.cookies.get(COOKIE)
     if not sid:
         raise LoginRequired()
-    row = await store.ui_session(request.app[POOL], _hash(sid))
+    row = await access_store.ui_session(request.app[POOL], _hash(sid))
     if row is None:
         raise LoginRequired()
     if row["token_id"] is not None:
@@ -77,11 +79,11 @@ async def start(request: web.Request, resp: web.StreamResponse, email: str | Non
     pool = request.app[POOL]
     ident = await authenticate(pool, email, secret)
     if email is None:
-        token_id, user_id = (await store.token_identity(pool, secret))["id"], None
+        token_id, user_id = (await access_store.token_identity(pool, secret))["id"], None
     else:
-        token_id, user_id = None, (await store.user_identity(pool, email))["id"]
+        token_id, user_id = None, (await access_store.user_identity(pool, email))["id"]
     sid = secrets.token_urlsafe(32)
-    await store.create_ui_session(pool, _hash(sid), org_id=ident.org_id, token_id=token_id, user_id=user_id,
+    await access_store.create_ui_session(pool, _hash(sid), org_id=ident.org_id, token_id=token_id, user_id=user_id,
                                   csrf=secrets.token_urlsafe(32), ttl_seconds=SESSION_TTL)
     resp.set_cookie(COOKIE, sid, **_cookie_args(request, SESSION_TTL))
     resp.del_cookie(LOGIN_COOKIE, path="/ui/")
@@ -91,7 +93,7 @@ async def start(request: web.Request, resp: web.StreamResponse, email: str | Non
 async def end(request: web.Request, resp: web.StreamResponse) -> None:
     sid = request.cookies.get(COOKIE)
     if sid:
-        await store.delete_ui_session(request.app[POOL], _hash(sid))
+        await access_store.delete_ui_session(request.app[POOL], _hash(sid))
     resp.del_cookie(COOKIE, path="/ui/")
 
 
@@ -104,7 +106,7 @@ async def _secret(request: web.Request) -> bytes:
     holder = request.app[UI_SECRET]
     if holder.value is None:
         async with request.app[POOL].acquire() as conn:
-            holder.value = bytes.fromhex(await store.server_secret(conn, "ui_login_key"))
+            holder.value = bytes.fromhex(await db_store.server_secret(conn, "ui_login_key"))
     return holder.value
 
 

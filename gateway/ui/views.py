@@ -11,11 +11,12 @@ import aiohttp_jinja2
 import orjson
 from aiohttp import web
 
-from ..errors import DB_UNAVAILABLE, ApiError, BadRequest, Conflict, NotFound, Unauthorized
-from ..domain.access import ROLES
-from ..services import Context, deployments, fleet, insight, list_projects, project_context, releases
-from ..services import ddi as ddi_svc
-from . import session
+from gateway.http.errors import DB_UNAVAILABLE
+from gateway.domain.errors import ApiError, BadRequest, Conflict, NotFound, Unauthorized
+from gateway.domain.access import ROLES
+from gateway.services import Context, deployments, fleet, insight, list_projects, project_context, releases
+from gateway.services import ddi as ddi_svc
+from gateway.ui import session
 
 log = logging.getLogger(__name__)
 

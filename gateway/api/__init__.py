@@ -1,0 +1,1 @@
+"""Thin adapters: device protocols, artifacts, operations, OpenAPI and the management API."""

@@ -1,0 +1,1 @@
+"""The management REST API, one module per resource family, over gateway.services."""

@@ -1,0 +1,59 @@
+"""Management API authentication: Bearer token, Basic `:token`, Basic `email:secret`."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from gateway.appkeys import POOL
+from gateway.domain.errors import NotFound, Unauthorized
+from gateway.store import projects as projects_store
+from gateway.domain.access import Identity
+from gateway.services.auth import authenticate
+
+
+def _credentials(header: str) -> tuple[str | None, str]:
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return None, value
+    if scheme == "basic" and value:
+        try:
+            user, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Authorization header is malformed") from None
+        return (user or None), secret
+    raise Unauthorized("Authorization must be 'Bearer <token>' or HTTP Basic")
+
+
+async def identify(request: web.Request) -> Identity:
+    """Who is calling; 401 when nobody valid is."""
+    header = request.headers.get("Authorization")
+    if not header:
+        raise Unauthorized("Authorization header is required", headers={"WWW-Authenticate": 'Basic realm="ota-gateway"'})
+    user, secret = _credentials(header)
+    return await authenticate(request.app[POOL], user, secret)
+
+
+async def project_for(request: web.Request) -> tuple[Identity, dict]:
+    """Identity plus the project named in the path, which must belong to the caller's org."""
+    ident = await identify(request)
+    org, slug = request.match_info["org"], request.match_info["project"]
+    if org != ident.org_slug:
+        raise NotFound(f"organization {org!r} not found")
+    project = await projects_store.project_by_slugs(request.app[POOL], org, slug)
+    if project is None:
+        raise NotFound(f"project {slug!r} not found")
+    if request.method not in ("GET", "HEAD"):
+        ident.require("editor")
+    return ident, dict(project)
+
+
+async def context_for(request: web.Request):
+    """project_for as a service-layer Context."""
+    from gateway.services import Context  # local: services imports Identity from here
+
+    ident, project = await project_for(request)
+    return Context(request.app, ident, project)

@@ -1,0 +1,1 @@
+"""Tokens, URL signing, Ed25519 and release manifests."""

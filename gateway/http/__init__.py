@@ -1,0 +1,1 @@
+"""aiohttp plumbing: routing and instrumentation, errors, raw answers, fast routes, delivery."""

@@ -1,0 +1,212 @@
+"""HTTP delivery of content-addressed artifact bytes, CDN style.
+
+- strong ETag = the quoted sha256 of the content; `Cache-Control: public, max-age=31536000,
+  immutable` (the bytes behind a hash never change);
+- conditional requests: If-None-Match / If-Modified-Since -> 304; If-Range in both its ETag and
+  date forms (a stale validator gets the whole body, never a range of other bytes);
+- one range (`a-b`, `a-`, `-n`) -> 206 with Content-Range; several ranges -> the whole
+  body (allowed by RFC 9110, and simpler for firmware clients than multipart); an unsatisfiable,
+  malformed, reversed or overlapping one -> 416 with `Content-Range: bytes */size` and a JSON
+  error naming the problem; another range unit is ignored;
+- precompressed `.gz` sidecars only when the client asked (`Accept-Encoding`), never on the fly;
+- Content-Length always; the body goes through `loop.sendfile` (zero-copy) where the event loop
+  supports it, else in chunks.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from gateway.appkeys import SETTINGS
+from gateway.http.errors import client_gone
+from gateway.metrics import METRICS
+
+CHUNK = 256 * 1024
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class RangeError(ValueError):
+    """A Range header answered with 416: malformed, reversed, overlapping or too many ranges."""
+
+
+class Unsatisfiable(RangeError):
+    """A well-formed range that starts past the end of the artifact."""
+
+
+_MAX_RANGES = 16
+
+
+def _spec(part: str, size: int) -> tuple[int, int]:
+    """One `a-b` / `a-` / `-n` range as inclusive (start, end), clamped to the size."""
+    first, dash, last = part.partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or not all(x.isascii() and x.isdigit() and len(x) <= 20
+                                                   for x in (first, last) if x):
+        raise RangeError(f"malformed range {part[:40]!r}: expected first-last, first- or -suffix in bytes")
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable(f"range {part!r} is not satisfiable: the artifact has {size} bytes")
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        raise RangeError(f"malformed range {part!r}: the last byte is before the first")
+    if start >= size:
+        raise Unsatisfiable(f"range {part!r} is not satisfiable: the artifact has {size} bytes")
+    return start, min(end, size - 1)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for one satisfiable range; None to serve the whole body (another
+    unit, which RFC 9110 says to ignore, or a satisfiable set of several ranges, which we answer
+    with the whole body rather than multipart: never a 416 for ranges we could serve);
+    RangeError for a 416.
+
+    A malformed or reversed range is refused rather than ignored: a firmware client that asked
+    for a piece must never take a 200 with the whole file for it (esp-idf #17960)."""
+    unit, eq, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not eq or not parts:
+        raise RangeError("malformed Range header: no byte range after 'bytes='")
+    if len(parts) == 1:
+        return _spec(parts[0], size)
+    satisfiable = False
+    for part in parts[:_MAX_RANGES]:
+        try:
+            _spec(part, size)
+            satisfiable = True
+        except Unsatisfiable:
+            pass  # a set is satisfiable when any of its ranges is
+    if not satisfiable:
+        raise Unsatisfiable(f"no range of {header[:60]!r} is satisfiable: the artifact has {size} bytes")
+    return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
+
+
+def _http_date(header: str | None) -> float | None:
+    if not header:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+async def send_blob(request: web.Request, path: Path, sha256: str, *, headers: dict | None = None) -> web.StreamResponse:
+    """Answer GET/HEAD for the file at `path` whose content hash is `sha256`."""
+    accel = request.app[SETTINGS].accel_redirect
+    if accel:  # a front proxy (nginx) sends the bytes: sendfile, ranges, keep-alive, at its speed
+        return web.Response(headers={
+            "X-Accel-Redirect": f"{accel.rstrip('/')}/{sha256[:2]}/{sha256}", "ETag": f'"{sha256}"',
+            "Cache-Control": IMMUTABLE, "Content-Type": "application/octet-stream", **(headers or {})})
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise web.HTTPNotFound() from None
+    size = st.st_size
+    etag = f'"{sha256}"'
+    mtime = int(st.st_mtime)
+    base = {"ETag": etag, "Last-Modified": email.utils.formatdate(mtime, usegmt=True), "Cache-Control": IMMUTABLE,
+            "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **(headers or {})}
+    h = request.headers
+    inm = h.get("If-None-Match")
+    if (inm is not None and _etag_matches(inm, etag)) or \
+            (inm is None and (ims := _http_date(h.get("If-Modified-Since"))) is not None and mtime <= ims):
+        return web.Response(status=304, headers=base)
+
+    rng = None
+    if "Range" in h:
+        if_range = h.get("If-Range")
+        fresh = True
+        if if_range:
+            if_range = if_range.strip()
+            if if_range.startswith(('"', "W/")):
+                fresh = if_range == etag  # weak validators never match for ranges
+            else:
+                d = _http_date(if_range)
+                fresh = d is not None and mtime <= d
+        if fresh:
+            try:
+                rng = parse_range(h["Range"], size)
+            except RangeError as e:
+                return web.Response(body=orjson.dumps({"error": {"message": str(e), "type": "range_not_satisfiable" if isinstance(e, Unsatisfiable) else "invalid_range"}}),
+                                    status=416, content_type="application/json",
+                                    headers={**{k: v for k, v in base.items() if k != "Content-Type"},
+                                             "Content-Range": f"bytes */{size}"})
+
+    file_path, encoding = path, None
+    if rng is None and size > 1024:
+        accept = h.get("Accept-Encoding", "")
+        gz = path.with_name(path.name + ".gz")
+        if "gzip" in accept and gz.exists():
+            file_path, encoding = gz, "gzip"
+    if encoding:
+        base.update({"Content-Encoding": encoding, "Vary": "Accept-Encoding",
+                     "ETag": f'"{sha256}-{encoding}"'})
+        size = file_path.stat().st_size
+    if rng is None:
+        status, offset, count = 200, 0, size
+    else:
+        status, offset, count = 206, rng[0], rng[1] - rng[0] + 1
+        base["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+    resp = web.StreamResponse(status=status, headers=base)
+    resp.content_length = count
+    await resp.prepare(request)
+    if request.method == "HEAD" or count == 0:
+        await resp.write_eof()
+        return resp
+    await _send(request, resp, file_path, offset, count)
+    METRICS.inc("ota_gateway_artifact_bytes", (), count)
+    await resp.write_eof()
+    return resp
+
+
+async def _send(request: web.Request, resp: web.StreamResponse, path: Path, offset: int, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as f:
+        if client_gone(request):
+            raise ConnectionResetError("connection lost")
+        try:
+            await loop.sendfile(request.transport, f, offset, count, fallback=False)
+            return
+        except (NotImplementedError, RuntimeError, TypeError, AttributeError):
+            pass  # uvloop and TLS transports have no native sendfile
+        f.seek(offset)
+        remaining = count
+        while remaining > 0:
+            chunk = f.read(min(CHUNK, remaining))
+            if not chunk:
+                raise ConnectionResetError("file shrank while sending")
+            await resp.write(chunk)
+            remaining -= len(chunk)
+
+
+def write_gzip_sidecar(path: Path, *, min_saving: float = 0.1, max_size: int = 256 * 1024 * 1024) -> bool:
+    """Compress once at upload time, keep the sidecar only if it saves at least `min_saving`."""
+    import gzip
+
+    size = path.stat().st_size
+    if size < 4096 or size > max_size:
+        return False
+    tmp = path.with_name(path.name + ".gz.tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as dst:
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+    if tmp.stat().st_size > size * (1 - min_saving):
+        tmp.unlink()
+        return False
+    os.replace(tmp, path.with_name(path.name + ".gz"))
+    return True

@@ -1,0 +1,1 @@
+"""Per-process state the poll path reads: the mirror, caches, shared tables, write-behind."""

@@ -1,0 +1,37 @@
+"""The house rules of gateway/: every module sits in a layer package (or on a short named list
+of the application shell), and the import-linter contracts in pyproject.toml hold."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = ROOT / "gateway"
+LAYERS = ("domain", "crypto", "store", "memory", "services", "http", "api", "ui")
+# the application shell: entry points, wiring and process-wide plumbing every layer may use
+SHELL = {"__init__", "__main__", "app", "appkeys", "cli", "config", "metrics", "fleet_metrics", "pgembed",
+         "progress", "aio", "supervisor", "client", "cli_client"}
+
+
+def modules():
+    for f in sorted(GATEWAY.rglob("*.py")):
+        yield f, f.relative_to(GATEWAY)
+
+
+def test_every_module_sits_in_a_layer_or_the_shell():
+    stray = [str(rel) for f, rel in modules()
+             if not (len(rel.parts) > 1 and rel.parts[0] in LAYERS) and rel.parts[0].removesuffix(".py") not in SHELL]
+    assert not stray, f"put these in a layer package (see ARCHITECTURE.md): {stray}"
+
+
+def test_import_contracts():
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.fail("import-linter is not installed (it is a test dependency in pyproject.toml)")
+    out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
