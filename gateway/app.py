@@ -6,22 +6,40 @@ import os
 
 from aiohttp import web
 
-from gateway.api import artifacts, ddi, memfault as memfault_api, openapi
-from gateway.http import fastroute
-from gateway.api.mgmt import releases as manage, ddi as manage_ddi, deployments as manage_deploy, fleet as manage_fleet, insight as manage_insight, org as manage_org
 from gateway import ui
 from gateway.aio import cancel_and_wait
-from gateway.appkeys import CHECKINS, DEVICE, LIMITER, MIRROR, POOL, SETTINGS, SIGNER, DeviceContext
-from gateway.memory.checkins import CheckinBuffer
+from gateway.api import artifacts, ddi, openapi
+from gateway.api import memfault as memfault_api
+from gateway.api.mgmt import ddi as manage_ddi
+from gateway.api.mgmt import deployments as manage_deploy
+from gateway.api.mgmt import fleet as manage_fleet
+from gateway.api.mgmt import insight as manage_insight
+from gateway.api.mgmt import org as manage_org
+from gateway.api.mgmt import releases as manage
+from gateway.appkeys import (
+    CHECKINS,
+    DEVICE,
+    LIMITER,
+    MIRROR,
+    POOL,
+    RESOURCES,
+    SETTINGS,
+    SIGNER,
+    DeviceContext,
+)
 from gateway.config import Settings
-from gateway.http.errors import Inflight, add_route, json_response, not_found
+from gateway.crypto.signing import UrlSigner
 from gateway.fleet_metrics import FleetMetrics, build_info
-from gateway.metrics import METRICS
+from gateway.http import compat, fastroute
+from gateway.http.errors import Inflight, add_route, json_response, not_found
+from gateway.memory.checkins import CheckinBuffer
+from gateway.memory.ddi_cache import DDI_CACHE
+from gateway.memory.ddi_loader import DDI_LOADER
 from gateway.memory.mirror import Mirror
 from gateway.memory.ratelimit import PollLimiter
-from gateway.crypto.signing import UrlSigner
+from gateway.metrics import METRICS
+from gateway.services import Resources
 from gateway.store import db as db_store
-
 
 FLEET = web.AppKey("fleet_metrics", FleetMetrics)
 
@@ -64,6 +82,7 @@ async def _resources(app: web.Application):
     checkins.start()
     app[CHECKINS] = checkins
     app[DEVICE] = DeviceContext(mirror, checkins, app[SIGNER], app[LIMITER])
+    app[RESOURCES] = Resources(pool, mirror, app[DDI_CACHE], app[DDI_LOADER])
     METRICS.gauge_fns.update({
         "ota_gateway_checkin_buffer_depth": lambda: len(checkins),
         "ota_gateway_checkin_known_devices": checkins.known,
@@ -117,7 +136,9 @@ def init_app(settings: Settings) -> web.Application:
     add_route(app, "GET", "/healthz", healthz, shed=False)
     add_route(app, "GET", "/readyz", readyz, shed=False)
     openapi.setup(app)
-    ui.setup(app)  # the web dashboard at /ui/, with its own HTML error pages
+    # the web dashboard: a sub-application at /ui/, instrumented like the API, with HTML error pages
+    app.add_subapp(ui.MOUNT, ui.dashboard())
     add_route(app, "*", "/{tail:.*}", not_found)  # JSON 404 for anything else
+    compat.check(app)  # the aiohttp internals of the fast paths: a changed one turns its path off
     fastroute.install(app, "GET", [*memfault_api.POLL_PATHS, ddi.MEMFAULT_ROOT + ddi.BASE, ddi.BASE])
     return app

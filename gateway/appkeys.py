@@ -7,11 +7,11 @@ import asyncpg
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.memory.checkins import CheckinBuffer  # noqa: F401
     from gateway.config import Settings  # noqa: F401
+    from gateway.crypto.signing import UrlSigner  # noqa: F401
+    from gateway.memory.checkins import CheckinBuffer  # noqa: F401
     from gateway.memory.mirror import Mirror  # noqa: F401
     from gateway.memory.ratelimit import PollLimiter  # noqa: F401
-    from gateway.crypto.signing import UrlSigner  # noqa: F401
 
 SETTINGS = web.AppKey("settings", "Settings")
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -19,6 +19,7 @@ MIRROR = web.AppKey("mirror", "Mirror")
 CHECKINS = web.AppKey("checkins", "CheckinBuffer")
 SIGNER = web.AppKey("signer", "UrlSigner")
 LIMITER = web.AppKey("limiter", "PollLimiter")
+RESOURCES = web.AppKey("resources", "Resources")  # what the services use (set at start-up)
 
 
 class DeviceContext:

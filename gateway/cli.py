@@ -13,11 +13,12 @@ import sys
 import tempfile
 import time
 
-from gateway import __version__, cli_client
-from gateway.memory import ddi_shared, seen
-from gateway.config import Settings
-from gateway.pgembed import EmbeddedPostgres, PostgresUnavailable
+from gateway import __version__, client
+from gateway.config import Settings, SettingsError, add_flags, env_setting, flag_values
 from gateway.crypto.tokens import hash_user_secret
+from gateway.domain import notify
+from gateway.memory import ddi_shared, seen
+from gateway.pgembed import EmbeddedPostgres, PostgresUnavailable
 from gateway.store import bootstrap as bootstrap_store
 from gateway.store import db as db_store
 
@@ -25,7 +26,7 @@ log = logging.getLogger("ota_gateway")
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Apply schema.sql and create the bootstrap org/project/token/key (idempotent)."""
+    """Apply the pending schema migrations and create the bootstrap org/project/token/key (idempotent)."""
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
@@ -39,7 +40,7 @@ async def prepare_database(settings: Settings) -> None:
                     project_id = await bootstrap_store.ensure_project(conn, org_id, b["project"])
                     if b.get("project_key"):
                         await bootstrap_store.ensure_project_key(conn, project_id, b["project_key"])
-                    await db_store.notify(conn, f"project:{project_id}")
+                    await db_store.notify(conn, notify.project(project_id))
                 if b.get("org_token"):
                     await bootstrap_store.ensure_org_token(conn, org_id, b["org_token"])
                 if b.get("user_email") and b.get("user_secret"):
@@ -87,6 +88,9 @@ def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_
             target = {"host": settings.host, "port": settings.port, "reuse_port": True}
         else:
             target = {"sock": sock}
+        # access_log=None: no access log. A line per device poll would cost more than the poll, and
+        # the raw poll answers (gateway/http/rawresponse.py) carry nothing aiohttp's AccessLogger
+        # could read; rawresponse.answer falls back to web.Response on a connection that logs.
         web.run_app(init_app(settings), **target, access_log=None, print=ready,
                     shutdown_timeout=settings.grace_period, handle_signals=True)
     except (web.GracefulExit, KeyboardInterrupt):
@@ -191,8 +195,7 @@ class Supervisor:
 
 
 def serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers,
-                                 public_url=args.public_url)
+    settings = Settings.from_env(**flag_values(args))
     pg = None
     if not settings.database_url:
         pg = EmbeddedPostgres(settings.data_dir)
@@ -221,7 +224,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Apply schema.sql (and the bootstrap from OTA_* variables) to DATABASE_URL, then exit:
+    """Apply the pending schema migrations (and the bootstrap from OTA_* variables) to DATABASE_URL, then exit:
     the Kubernetes migration Job runs this before gateways roll."""
     settings = Settings.from_env()
     if not settings.database_url:
@@ -233,22 +236,27 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("OTA_LOG_LEVEL", "INFO"),
+    try:
+        level = env_setting("log_level")  # through config.TABLE, like every setting
+    except SettingsError as e:
+        print(f"ota-gateway: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="ota-gateway", description="Self-hostable OTA update server")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument("--host", help="bind address (OTA_HOST, default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (OTA_PORT, default 8080)")
-    s.add_argument("--data-dir", help="embedded PostgreSQL and artifacts (OTA_DATA_DIR, default ./.ota-data)")
-    s.add_argument("--workers", type=int, help="worker processes (OTA_WORKERS, default: CPU count)")
-    s.add_argument("--public-url", help="base of every URL handed to devices (OTA_PUBLIC_URL)")
+    add_flags(s)  # --host, --port, ... from config.TABLE
     s.set_defaults(func=serve)
     sub.add_parser("migrate", help="apply the schema to DATABASE_URL and exit").set_defaults(func=migrate)
-    cli_client.register(sub)
+    client.register(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as e:  # a bad OTA_* value or flag: one line naming it, not a traceback
+        print(f"ota-gateway: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

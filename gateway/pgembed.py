@@ -14,6 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from gateway.config import env_setting
+
 INSTALL_HINT = (
     "No PostgreSQL server binaries found (looked for pg_config --bindir and "
     "/usr/lib/postgresql/*/bin). Install them with `apt-get install postgresql` "
@@ -137,7 +139,7 @@ class EmbeddedPostgres:
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
                 "-c max_connections=200",
                 # the check-in path does random index lookups over the whole fleet: keep it cached
-                f"-c shared_buffers={os.environ.get('OTA_PG_SHARED_BUFFERS', '512MB')}",
+                f"-c shared_buffers={env_setting('pg_shared_buffers')}",
                 # check-ins touch random pages of large indexes: after each checkpoint the first change
                 # to a page logs the whole page, so checkpoint rarely and compress those images
                 "-c max_wal_size=4GB", "-c checkpoint_timeout=15min", "-c wal_compression=on"]

@@ -12,16 +12,19 @@ from gateway.pgembed import free_port
 
 
 class Gateway:
-    def __init__(self, database_url: str, data_dir: str, workers: int = 1, env: dict | None = None):
+    def __init__(self, database_url: str, data_dir: str, workers: int = 1, env: dict | None = None,
+                 code: str | None = None):
+        """`code`: run the gateway package of another checkout (e.g. an old release), imported from
+        there (PYTHONPATH and working directory) instead of this one."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": database_url, "OTA_PUBLIC_URL": self.url, "OTA_LOG_LEVEL": "WARNING",
-               **(env or {})}
+               **(env or {}), **(code_env(code) if code else {})}
         # output goes to a file, not a pipe nobody reads while the test runs (a full pipe blocks)
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), "--workers", str(workers),
-             "--data-dir", data_dir], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "--data-dir", data_dir], env=env, cwd=code, stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         self.log.seek(0)
@@ -75,6 +78,11 @@ class Gateway:
             self.proc.kill()
             self.proc.wait()
         return self.output()
+
+
+def code_env(code: str) -> dict:
+    """Environment under which `python -m gateway`, run in `code`, imports that checkout's gateway."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, (code, os.environ.get("PYTHONPATH"))))}
 
 
 def memfault_cli(url: str, org: str, project: str, org_token: str, *args: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from conftest import PROJECT, PROJECT_KEY, P, auth_headers, deploy, upload_release
 
 from gateway.appkeys import CHECKINS, MIRROR, POOL
+from gateway.domain import notify
 from gateway.memory.ddi_cache import DDI_CACHE
 
 GW = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
@@ -400,13 +401,13 @@ async def _quiesce(app) -> None:
     mirror = app[MIRROR]
     seen: list[int] = []
 
-    def hook(kind, _rest):
-        if kind == "test-sentinel":
+    def hook(msg):
+        if msg.kind == "keys":  # the sentinel: a message every process understands, cheap to apply
             seen.append(mirror.reloads)
 
     mirror.hooks.append(hook)
     try:
-        await app[POOL].execute("SELECT pg_notify('ota_gateway', 'test-sentinel:1')")
+        await app[POOL].execute("SELECT pg_notify('ota_gateway', $1)", notify.keys())
         for _ in range(500):
             if seen and mirror.reloads > seen[0]:
                 return
@@ -478,7 +479,7 @@ async def test_polls_are_counted_and_inspect_shows_the_ddi_answer(released):
 
 @pytest.mark.parametrize("interval", [10, 60, 3600, 43200])
 def test_polling_jitter_is_deterministic_and_bounded(interval):
-    from gateway.api.ddi import jittered
+    from gateway.api.ddi.render import jittered
 
     values = {s: jittered(interval, s) for s in (f"DEV{i}" for i in range(200))}
     assert all(abs(v - interval) <= interval // 10 for v in values.values())

@@ -239,12 +239,24 @@ async def test_graceful_restart_and_killed_worker_lose_no_poll(database_url, dat
     assert polls > 0 and failures == 0, (polls, failures)
 
 
+async def _both_workers_up(gw) -> None:
+    """Bounded wait until both workers report in /metrics (each publishes once a second)."""
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):
+            async with s.get(gw.url + "/metrics") as r:
+                if "ota_gateway_workers 2.0" in await r.text():
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the second worker did not start")
+
+
 async def test_workers_share_a_ddi_device_state_loaded_once(database_url, data_dir):
     """A DDI device polled on many connections (spread over both workers by SO_REUSEPORT) is read
     from the database once: the worker that did not load it takes it from the shared table."""
     base = "/api/v0/hawkbit/default/controller/v1/SHAREDDI1"
     gw = Gateway(database_url, data_dir, workers=2, env={"OTA_LISTEN_MODE": "reuseport"})
     with gw:
+        await _both_workers_up(gw)  # on a loaded machine the second may still be starting
         async with aiohttp.ClientSession() as s:  # registered (configData) before the counted polls
             async with s.put(gw.url + base + "/configData", headers={"Authorization": f"GatewayToken {PROJECT_KEY}"},
                              json={"mode": "merge", "data": {"site": "lab"}}) as r:

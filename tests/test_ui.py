@@ -236,3 +236,38 @@ async def test_no_external_requests(client):
         bad = [ref for ref in refs if not ref.startswith(("/", "?", "#")) or ref.startswith("//")]
         assert refs and not bad, (path, bad)
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+def counts(text: str) -> dict[str, float]:
+    return {k: float(v) for k, _, v in (line.rpartition(" ") for line in text.splitlines())
+            if k and not k.startswith("#")}
+
+
+async def test_dashboard_requests_are_counted_and_shed_like_the_api(client):
+    """Each dashboard request is counted under its route template and status; under overload the
+    dashboard sheds like the API, with its HTML error page, 503 and Retry-After."""
+    from gateway.http.errors import Inflight
+
+    route = "/ui/p/{project}/releases"
+    before = counts(await (await client.get("/metrics")).text())
+    assert (await client.get(UI + "/releases", allow_redirects=False)).status == 303  # no session yet
+    await login(client, ORG_TOKEN)  # its last step: GET releases, 200
+    assert (await client.get("/ui/no/such/page")).status == 404
+    old = Inflight.cap
+    Inflight.cap = 0
+    try:
+        r = await client.get(UI + "/releases")
+        assert r.status == 503 and r.headers["Retry-After"] == "1" and "text/html" in r.headers["Content-Type"]
+        assert "overloaded" in await r.text() and "default-src 'none'" in r.headers["Content-Security-Policy"]
+    finally:
+        Inflight.cap = old
+    after = counts(await (await client.get("/metrics")).text())
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    for status, n in (("303", 1), ("200", 1), ("503", 1)):
+        assert delta(f'ota_gateway_http_requests_total{{method="GET",route="{route}",status="{status}"}}') == n
+    assert delta(f'ota_gateway_http_request_duration_seconds_count{{route="{route}"}}') == 2  # not the shed one
+    assert delta('ota_gateway_http_requests_total{method="GET",route="/ui/{tail:.*}",status="404"}') == 1
+    assert delta('ota_gateway_http_requests_total{method="POST",route="/ui/login",status="303"}') == 1

@@ -18,9 +18,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.appkeys import MIRROR, POOL, SETTINGS, SIGNER
-from gateway.http.errors import add_route
 from gateway.domain.errors import Forbidden, NotFound, TooLarge
 from gateway.http.delivery import send_blob, write_gzip_sidecar
+from gateway.http.errors import add_route
 from gateway.store import releases as releases_store
 
 CHUNK = 256 * 1024

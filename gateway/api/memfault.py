@@ -10,14 +10,14 @@ import time
 import orjson
 from aiohttp import web
 
-from gateway.crypto import manifests
 from gateway.appkeys import DEVICE, DeviceContext
+from gateway.crypto import manifests
 from gateway.http.errors import add_route, error_response
-from gateway.metrics import METRICS
-from gateway.memory.mirror import SERIAL_RE_TEXT as SERIAL_RE
-from gateway.memory.mirror import PayloadView, ProjectView, ReleaseView
 from gateway.http.query import query_params
 from gateway.http.rawresponse import Head, answer
+from gateway.memory.mirror import SERIAL_RE_TEXT as SERIAL_RE
+from gateway.memory.mirror import PayloadView, ProjectView, ReleaseView
+from gateway.metrics import METRICS
 
 _NO_STORE = "no-store"
 _MAX_VERSION = 255

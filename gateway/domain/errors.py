@@ -1,46 +1,71 @@
-"""The errors a use case raises: each names its HTTP status and a machine-readable type, and carries a message for people (gateway.http renders them as one JSON shape, the dashboard as a page)."""
+"""The errors a use case raises. Each kind carries a message for people and a machine-readable
+`type`; the HTTP status each kind answers with is decided in one place, `gateway.http.errors`
+(STATUS), so nothing below the HTTP layer knows about status codes."""
 from __future__ import annotations
 
 
-
 class ApiError(Exception):
-    status = 400
+    """A request that cannot be carried out; subclasses say why."""
     type = "bad_request"
 
-    def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
-                 headers: dict | None = None):
+    def __init__(self, message: str, *, type: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
         if type is not None:
             self.type = type
         self.headers = headers or {}
 
 
 class BadRequest(ApiError):
-    status, type = 400, "bad_request"
+    """The request is malformed or names something inconsistent."""
+    type = "bad_request"
 
 
 class Unauthorized(ApiError):
-    status, type = 401, "unauthorized"
+    """No valid credentials."""
+    type = "unauthorized"
 
 
 class Forbidden(ApiError):
-    status, type = 403, "forbidden"
+    """Valid credentials that may not do this."""
+    type = "forbidden"
 
 
 class NotFound(ApiError):
-    status, type = 404, "not_found"
+    """What the request names does not exist (or is not the caller's)."""
+    type = "not_found"
+
+
+class NotAllowed(ApiError):
+    """The thing exists, but this action does not apply to it in its state."""
+    type = "not_allowed"
 
 
 class Conflict(ApiError):
-    status, type = 409, "conflict"
+    """The request contradicts the current state."""
+    type = "conflict"
+
+
+class Gone(ApiError):
+    """The thing existed and is closed for good."""
+    type = "gone"
 
 
 class TooLarge(ApiError):
-    status, type = 413, "payload_too_large"
+    """The request body is over the limit."""
+    type = "payload_too_large"
+
+
+class UriTooLong(ApiError):
+    """The request URL is over the limit."""
+    type = "uri_too_long"
 
 
 class UnsupportedMediaType(ApiError):
-    status, type = 415, "unsupported_media_type"
+    """A body of a media type the endpoint does not read."""
+    type = "unsupported_media_type"
+
+
+class HeadersTooLarge(ApiError):
+    """Too many or too large request header fields."""
+    type = "header_fields_too_large"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from gateway.domain.errors import BadRequest
 
-
 _SLUG_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 

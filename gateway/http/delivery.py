@@ -104,70 +104,86 @@ def _http_date(header: str | None) -> float | None:
         return None
 
 
+def _not_modified(h, etag: str, mtime: int) -> bool:
+    """If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)."""
+    inm = h.get("If-None-Match")
+    if inm is not None:
+        return _etag_matches(inm, etag)
+    ims = _http_date(h.get("If-Modified-Since"))
+    return ims is not None and mtime <= ims
+
+
+def _range_applies(h, etag: str, mtime: int) -> bool:
+    """Whether a Range header is honoured: only while an If-Range validator still matches."""
+    if_range = h.get("If-Range")
+    if not if_range:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith(('"', "W/")):
+        return if_range == etag  # weak validators never match for ranges
+    d = _http_date(if_range)
+    return d is not None and mtime <= d
+
+
+def _unsatisfiable(e: RangeError, base: dict, size: int) -> web.Response:
+    kind = "range_not_satisfiable" if isinstance(e, Unsatisfiable) else "invalid_range"
+    return web.Response(body=orjson.dumps({"error": {"message": str(e), "type": kind}}), status=416,
+                        content_type="application/json",
+                        headers={**{k: v for k, v in base.items() if k != "Content-Type"},
+                                 "Content-Range": f"bytes */{size}"})
+
+
+def _accel(accel: str, sha256: str, headers: dict | None) -> web.Response:
+    """A front proxy (nginx) sends the bytes: sendfile, ranges, keep-alive, at its speed."""
+    return web.Response(headers={
+        "X-Accel-Redirect": f"{accel.rstrip('/')}/{sha256[:2]}/{sha256}", "ETag": f'"{sha256}"',
+        "Cache-Control": IMMUTABLE, "Content-Type": "application/octet-stream", **(headers or {})})
+
+
 async def send_blob(request: web.Request, path: Path, sha256: str, *, headers: dict | None = None) -> web.StreamResponse:
     """Answer GET/HEAD for the file at `path` whose content hash is `sha256`."""
     accel = request.app[SETTINGS].accel_redirect
-    if accel:  # a front proxy (nginx) sends the bytes: sendfile, ranges, keep-alive, at its speed
-        return web.Response(headers={
-            "X-Accel-Redirect": f"{accel.rstrip('/')}/{sha256[:2]}/{sha256}", "ETag": f'"{sha256}"',
-            "Cache-Control": IMMUTABLE, "Content-Type": "application/octet-stream", **(headers or {})})
+    if accel:
+        return _accel(accel, sha256, headers)
     try:
         st = path.stat()
     except FileNotFoundError:
         raise web.HTTPNotFound() from None
-    size = st.st_size
-    etag = f'"{sha256}"'
-    mtime = int(st.st_mtime)
+    size, etag, mtime = st.st_size, f'"{sha256}"', int(st.st_mtime)
     base = {"ETag": etag, "Last-Modified": email.utils.formatdate(mtime, usegmt=True), "Cache-Control": IMMUTABLE,
             "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **(headers or {})}
     h = request.headers
-    inm = h.get("If-None-Match")
-    if (inm is not None and _etag_matches(inm, etag)) or \
-            (inm is None and (ims := _http_date(h.get("If-Modified-Since"))) is not None and mtime <= ims):
+    if _not_modified(h, etag, mtime):
         return web.Response(status=304, headers=base)
-
     rng = None
-    if "Range" in h:
-        if_range = h.get("If-Range")
-        fresh = True
-        if if_range:
-            if_range = if_range.strip()
-            if if_range.startswith(('"', "W/")):
-                fresh = if_range == etag  # weak validators never match for ranges
-            else:
-                d = _http_date(if_range)
-                fresh = d is not None and mtime <= d
-        if fresh:
-            try:
-                rng = parse_range(h["Range"], size)
-            except RangeError as e:
-                return web.Response(body=orjson.dumps({"error": {"message": str(e), "type": "range_not_satisfiable" if isinstance(e, Unsatisfiable) else "invalid_range"}}),
-                                    status=416, content_type="application/json",
-                                    headers={**{k: v for k, v in base.items() if k != "Content-Type"},
-                                             "Content-Range": f"bytes */{size}"})
-
-    file_path, encoding = path, None
-    if rng is None and size > 1024:
-        accept = h.get("Accept-Encoding", "")
-        gz = path.with_name(path.name + ".gz")
-        if "gzip" in accept and gz.exists():
-            file_path, encoding = gz, "gzip"
-    if encoding:
-        base.update({"Content-Encoding": encoding, "Vary": "Accept-Encoding",
-                     "ETag": f'"{sha256}-{encoding}"'})
-        size = file_path.stat().st_size
+    if "Range" in h and _range_applies(h, etag, mtime):
+        try:
+            rng = parse_range(h["Range"], size)
+        except RangeError as e:
+            return _unsatisfiable(e, base, size)
+    file_path = path
+    gz = path.with_name(path.name + ".gz")
+    if rng is None and size > 1024 and "gzip" in h.get("Accept-Encoding", "") and gz.exists():
+        file_path = gz
+        base.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding", "ETag": f'"{sha256}-gzip"'})
+        size = gz.stat().st_size
     if rng is None:
         status, offset, count = 200, 0, size
     else:
         status, offset, count = 206, rng[0], rng[1] - rng[0] + 1
         base["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
-    resp = web.StreamResponse(status=status, headers=base)
+    return await _stream(request, status, base, file_path, offset, count)
+
+
+async def _stream(request: web.Request, status: int, headers: dict, path: Path, offset: int,
+                  count: int) -> web.StreamResponse:
+    resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = count
     await resp.prepare(request)
     if request.method == "HEAD" or count == 0:
         await resp.write_eof()
         return resp
-    await _send(request, resp, file_path, offset, count)
+    await _send(request, resp, path, offset, count)
     METRICS.inc("ota_gateway_artifact_bytes", (), count)
     await resp.write_eof()
     return resp

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import logging
 import time
-
 from urllib.parse import unquote_to_bytes
 
 import asyncpg
 import orjson
 from aiohttp import web
-from gateway.domain.errors import ApiError, BadRequest, NotFound
+
+from gateway.domain import errors as domain
+from gateway.domain.errors import (
+    ApiError,
+    BadRequest,
+    HeadersTooLarge,
+    NotFound,
+    UriTooLong,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,7 @@ MAX_HEADERS = 100  # header fields per request
 
 
 def _headers_too_large() -> ApiError:
-    return ApiError(f"request header fields are too large (at most {MAX_HEADERS} fields of {MAX_HEADER} bytes)",
-                    status=431, type="header_fields_too_large")
+    return HeadersTooLarge(f"request header fields are too large (at most {MAX_HEADERS} fields of {MAX_HEADER} bytes)")
 
 
 def check_request_line(request: web.Request) -> ApiError | None:
@@ -37,7 +43,7 @@ def check_request_line(request: web.Request) -> ApiError | None:
     and non-ASCII digits (str.isdigit() accepts them, int() does not)."""
     raw = request.raw_path
     if len(raw) > MAX_URL:
-        return ApiError(f"request URL is longer than {MAX_URL} bytes", status=414, type="uri_too_long")
+        return UriTooLong(f"request URL is longer than {MAX_URL} bytes")
     headers = request.raw_headers
     if len(headers) > MAX_HEADERS:
         return _headers_too_large()
@@ -62,6 +68,21 @@ def check_request_line(request: web.Request) -> ApiError | None:
     return None
 
 
+# The one table from a domain error to the HTTP status it answers with (the most specific class
+# listed on the error's MRO wins).
+STATUS: dict[type, int] = {
+    domain.BadRequest: 400, domain.Unauthorized: 401, domain.Forbidden: 403, domain.NotFound: 404,
+    domain.NotAllowed: 405, domain.Conflict: 409, domain.Gone: 410, domain.TooLarge: 413,
+    domain.UriTooLong: 414, domain.UnsupportedMediaType: 415, domain.HeadersTooLarge: 431,
+    domain.ApiError: 400,
+}
+
+
+def status_of(e: ApiError) -> int:
+    """The HTTP status of a domain error."""
+    return next(STATUS[k] for k in type(e).__mro__ if k in STATUS)
+
+
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
                         headers=headers)
@@ -77,12 +98,51 @@ class Inflight:
     cap = 1024
 
 
-def instrument(route: str, handler, *, shed: bool = True):
-    """Wrap a handler with the JSON error shape and request metrics.
+def json_error(request: web.Request, status: int, message: str, type_: str, headers: dict | None = None):
+    """How the API answers an error, the default `render` of instrument: `render(request, status,
+    message, type, headers)` makes the response (the dashboard passes its HTML error page)."""
+    return error_response(status, message, type_, headers)
+
+
+def answer_error(request: web.Request, route: str, e: Exception) -> tuple | None:
+    """(status, message, type, headers) for an exception a handler raised, or None when it is not
+    ours to answer (an aiohttp redirect or bodyless answer, a client that went away)."""
+    if isinstance(e, ApiError):
+        return status_of(e), e.message, e.type, e.headers
+    if isinstance(e, web.HTTPException):
+        if e.status < 400 or e.empty_body:
+            return None
+        headers = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
+        # aiohttp's own text names the problem (e.g. the body size limit); its default is "413: reason"
+        message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        return e.status, message, e.reason.lower().replace(" ", "_"), headers
+    if isinstance(e, asyncpg.exceptions.DataError):
+        # SQLSTATE class 22 (and asyncpg's argument encoding errors): a value from the request the
+        # database cannot take (NUL in text, out of int64 range, negative LIMIT...); the
+        # transaction was rolled back, so nothing was written
+        return 400, f"invalid value in the request: {_first_line(e)}", "invalid_value", None
+    if isinstance(e, UnicodeError):
+        # header values arrive surrogate-escaped when they are not UTF-8; encoding them fails
+        return 400, "the request contains text that is not valid UTF-8", "invalid_encoding", None
+    if isinstance(e, DB_UNAVAILABLE):
+        if isinstance(e, ConnectionError) and client_gone(request):
+            # the client went away mid-answer (e.g. a download cut): not the database's doing, and
+            # nobody to answer; aiohttp drops it quietly (counted as 499, as nginx does)
+            return None
+        log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
+        return 503, "the database is unavailable; retry later", "unavailable", {"Retry-After": "5"}
+    log.exception("unhandled error on %s %s", request.method, route)
+    return 500, "internal server error", "internal_error", None
+
+
+def instrument(route: str, handler, *, shed: bool = True, render=json_error):
+    """Wrap a handler with request metrics and error answers made by `render` (JSON by default).
 
     A per-handler wrapper instead of app middlewares: aiohttp's middleware chain costs several
     microseconds per request, which the poll path cannot afford."""
-    from gateway.metrics import METRICS  # local: metrics imports nothing from here, keep it one-way
+    from gateway.metrics import (
+        METRICS,  # local: metrics imports nothing from here, keep it one-way
+    )
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -90,7 +150,7 @@ def instrument(route: str, handler, *, shed: bool = True):
         if shed and Inflight.count >= Inflight.cap:
             # shed before queueing makes latency collapse for everyone
             METRICS.inc("ota_gateway_http_requests", (route, request.method, "503"))
-            return error_response(503, "the gateway is overloaded; retry later", "overloaded", {"Retry-After": "1"})
+            return render(request, 503, "the gateway is overloaded; retry later", "overloaded", {"Retry-After": "1"})
         Inflight.count += 1
         try:
             if (bad := check_request_line(request)) is not None:
@@ -98,40 +158,13 @@ def instrument(route: str, handler, *, shed: bool = True):
             resp = await handler(request)
             status = resp.status
             return resp
-        except ApiError as e:
-            status = e.status
-            return error_response(e.status, e.message, e.type, e.headers)
-        except web.HTTPException as e:
-            status = e.status
-            if e.status < 400 or e.empty_body:
+        except Exception as e:  # noqa: BLE001 - every failure is answered, by kind (answer_error)
+            answer = answer_error(request, route, e)
+            if answer is None:
+                status = e.status if isinstance(e, web.HTTPException) else 499
                 raise
-            headers = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
-            # aiohttp's own text names the problem (e.g. the body size limit); its default is "413: reason"
-            message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
-            return error_response(e.status, message, e.reason.lower().replace(" ", "_"), headers)
-        except asyncpg.exceptions.DataError as e:
-            # SQLSTATE class 22 (and asyncpg's argument encoding errors): a value from the request
-            # the database cannot take (NUL in text, out of int64 range, negative LIMIT...); the
-            # transaction was rolled back, so nothing was written
-            status = 400
-            return error_response(400, f"invalid value in the request: {_first_line(e)}", "invalid_value")
-        except UnicodeError:
-            # header values arrive surrogate-escaped when they are not UTF-8; encoding them fails
-            status = 400
-            return error_response(400, "the request contains text that is not valid UTF-8", "invalid_encoding")
-        except DB_UNAVAILABLE as e:
-            if isinstance(e, ConnectionError) and client_gone(request):
-                # the client went away mid-answer (e.g. a download cut): not the database's doing,
-                # and nobody to answer; aiohttp drops it quietly. 499 as nginx counts it
-                status = 499
-                raise
-            status = 503
-            log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
-            return error_response(503, "the database is unavailable; retry later", "unavailable",
-                                  {"Retry-After": "5"})
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, route)
-            return error_response(500, "internal server error", "internal_error")
+            status = answer[0]
+            return render(request, *answer)
         finally:
             Inflight.count -= 1
             METRICS.inc("ota_gateway_http_requests", (route, request.method, str(status)))
@@ -152,10 +185,12 @@ def client_gone(request: web.BaseRequest) -> bool:
     return transport is None or transport.is_closing()
 
 
-def add_route(app: web.Application, method: str, path: str, handler, *, shed: bool = True) -> None:
+def add_route(app: web.Application, method: str, path: str, handler, *, shed: bool = True, mount: str = "",
+              render=json_error) -> None:
     """Register an instrumented handler; GET also answers HEAD. `shed=False` for health checks,
-    which must answer even when the gateway sheds load."""
-    h = instrument(path, handler, shed=shed)
+    which must answer even when the gateway sheds load. On a sub-application, `mount` is the
+    prefix it is mounted at, so that the metrics name the route as clients see it."""
+    h = instrument(mount + path, handler, shed=shed, render=render)
     if method == "GET":
         app.router.add_get(path, h)
     else:

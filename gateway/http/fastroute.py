@@ -11,7 +11,14 @@ the same route and match for every path shape.
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import DynamicResource, PlainResource, ResourceRoute, UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import (
+    DynamicResource,
+    PlainResource,
+    ResourceRoute,
+    UrlMappingMatchInfo,
+)
+
+from gateway.http import compat
 
 
 def _index_key(canonical: str) -> str:
@@ -62,10 +69,11 @@ class _Shape:
 
 def install(app: web.Application, method: str, paths: list[str]) -> None:
     """Resolve `method` requests for these registered paths (literal, or with plain `{name}`
-    variables) by segment comparison, before aiohttp's own resolver. Call after the routes are added."""
-    index = getattr(app.router, "_resource_index", None)  # aiohttp's prefix -> resources, in order
-    if not isinstance(index, dict):
-        return  # another aiohttp: keep its resolver
+    variables) by segment comparison, before aiohttp's own resolver. Call after the routes are added
+    and after `compat.check(app)`, which turns this off when aiohttp's internals are not as expected."""
+    if not compat.fast_routes:
+        return  # keep aiohttp's resolver
+    index = app.router._resource_index  # aiohttp's prefix -> resources, in order (compat checks it)
     shapes: list[_Shape] = []
     for path in paths:
         if any("{" in p[1:] or ":" in p for p in path.split("/") if p.startswith("{")):

@@ -13,11 +13,14 @@ Header values come from the gateway (content types, fixed reasons, ETags), never
 """
 from __future__ import annotations
 
-from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
+from aiohttp import helpers, web
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
+from gateway.http import compat
 from gateway.http.errors import client_gone
+
+# an aiohttp internal (gateway/http/compat.py checks it at start; without it raw answers are off)
+rfc822_formatted_time = getattr(helpers, "rfc822_formatted_time", None)
 
 _REASONS = {200: "OK", 204: "No Content", 304: "Not Modified"}
 _NO_BODY = (204, 304)
@@ -73,8 +76,13 @@ class RawResponse:
 
 
 def answer(request: web.Request, head: Head, body: bytes = b"") -> web.StreamResponse:
-    """The answer to a device poll: raw for a keep-alive HTTP/1.1 GET, else a `web.Response`."""
-    if request.method == "GET" and request.version == HttpVersion11 and request.keep_alive:
-        return RawResponse(head, body)
+    """The answer to a device poll: raw for a keep-alive HTTP/1.1 GET, else a `web.Response`.
+    Also a `web.Response` when the start-up check (compat) found an internal RawResponse uses
+    changed, or on a connection that access-logs (aiohttp's logger cannot read a raw answer)."""
+    if compat.raw_answers and request.method == "GET" and request.version == HttpVersion11 and request.keep_alive:
+        access_logger = request.protocol.access_logger
+        if access_logger is None or not access_logger.enabled:
+            return RawResponse(head, body)
+        compat.access_logged()
     return web.Response(status=head.status, body=body if head.status not in _NO_BODY else None,
                         headers=head.headers)

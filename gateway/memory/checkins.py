@@ -17,8 +17,9 @@ import time
 import asyncpg
 
 from gateway.aio import cancel_and_wait
+from gateway.memory.seen import DEFAULT_ENTRIES
+from gateway.memory.seen import table as written_table
 from gateway.metrics import METRICS
-from gateway.memory.seen import DEFAULT_ENTRIES, table as written_table
 from gateway.store import checkins as checkins_store
 
 log = logging.getLogger(__name__)

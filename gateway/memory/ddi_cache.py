@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.metrics import METRICS
+from gateway.domain import notify
 from gateway.domain.ddi_actions import ActionView, DeviceState
+from gateway.metrics import METRICS
 
 if TYPE_CHECKING:
     from gateway.memory.ddi_shared import SharedStates
@@ -111,20 +112,12 @@ class DeviceCache:
 
     def message(self, project_id: int, serial: str) -> str:
         """The NOTIFY payload telling other processes that this device's state changed."""
-        return f"ddi:{project_id}:{serial}:{self.origin}"
+        return notify.ddi(project_id, serial, self.origin)
 
-    def on_message(self, kind: str, rest: str) -> None:
-        """Mirror hook: drop entries named by `ddi:` (from other processes) and `device:` messages."""
-        if kind == "ddi":
-            pid, serial, origin = (rest.split(":") + ["", ""])[:3]
-            if origin == self.origin:
-                return
-        elif kind == "device":
-            pid, _, serial = rest.partition(":")
-        else:
-            return
-        if pid.isdigit():
-            self.invalidate((int(pid), serial))
+    def on_message(self, msg: notify.Message) -> None:
+        """Mirror hook: drop entries named by `ddi` (from other processes) and `device` messages."""
+        if msg.kind == "device" or (msg.kind == "ddi" and msg.origin != self.origin):
+            self.invalidate((msg.project, msg.serial))
 
 
 DDI_CACHE = web.AppKey("ddi_cache", DeviceCache)

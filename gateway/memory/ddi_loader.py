@@ -9,12 +9,11 @@ from collections.abc import Callable
 import asyncpg
 from aiohttp import web
 
-from gateway.store import ddi as ddi_store
-from gateway.appkeys import MIRROR
-from gateway.memory.ddi_cache import DDI_CACHE, DeviceCache, state_from_row
 from gateway.domain.ddi_actions import DeviceState
-from gateway.metrics import METRICS
+from gateway.memory.ddi_cache import DeviceCache, state_from_row
 from gateway.memory.mirror import ProjectView
+from gateway.metrics import METRICS
+from gateway.store import ddi as ddi_store
 
 _MAX_BATCH = 500  # serials per query
 
@@ -78,16 +77,17 @@ def _retrieve(fut: asyncio.Future) -> None:
 DDI_LOADER = web.AppKey("ddi_loader", StateLoader)
 
 
-async def device_state(app: web.Application, project: ProjectView, serial: str) -> DeviceState:
+async def device_state(res, project: ProjectView, serial: str) -> DeviceState:
     """The cached state (this process's, else the one the host's processes share); loaded from the
-    database on the first poll of a serial on this host."""
+    database on the first poll of a serial on this host. `res` has the process's `mirror`,
+    `ddi_cache` and `ddi_loader` (services.Resources)."""
     project_id = project.id
-    cache: DeviceCache = app[DDI_CACHE]
-    cache.follow(getattr(app[MIRROR], "reconnects", 0))
+    cache: DeviceCache = res.ddi_cache
+    cache.follow(res.mirror.reconnects)
     state = cache.get((project_id, serial), project.strings)
     if state is None:
         token = cache.token()
-        state = state_from_row(await app[DDI_LOADER].load(project_id, serial))
+        state = state_from_row(await res.ddi_loader.load(project_id, serial))
         cache.loads += 1
         METRICS.inc("ota_gateway_ddi_state_loads")
         cache.put((project_id, serial), state, token)

@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 import asyncpg
 
-from gateway.crypto import ed25519, manifests
-from gateway.domain import resolution
 from gateway.aio import cancel_and_wait
-from gateway.metrics import METRICS
+from gateway.crypto import ed25519, manifests
 from gateway.crypto.tokens import hash_token
+from gateway.domain import notify, resolution
+from gateway.metrics import METRICS
 from gateway.store import db as db_store
 from gateway.store import mirror as mirror_store
 
@@ -203,7 +203,7 @@ class Mirror:
         self._raw_keys: dict[str, KeyInfo] = {}
         self.loaded = False
         self.reloads = 0
-        # called with (kind, rest) of every message, e.g. by the DDI device cache (ddi_state)
+        # called with every parsed notify.Message, e.g. by the DDI device cache (ddi_cache)
         self.hooks: list = []
         self.last_reload_seconds = 0.0
         self._listener: asyncpg.Connection | None = None
@@ -279,8 +279,8 @@ class Mirror:
                 self._wake.set()
 
     async def apply(self, messages: set[str]) -> None:
-        """Reload what the messages name: `keys`, `project:<id>`, `device:<project>:<serial>`,
-        `devices:<project>` (every exception), `cohort-devices:<project>:<cohort>`."""
+        """Reload what the messages name (domain.notify); a message not understood reloads
+        everything."""
         # one reload at a time: two overlapping loads could finish out of order and leave the
         # older snapshot in place (a request's read-your-writes refresh racing a NOTIFY reload)
         async with self._apply_lock:
@@ -288,34 +288,46 @@ class Mirror:
 
     async def _apply(self, messages: set[str]) -> None:
         t0 = time.perf_counter()
+        parsed = [(m, notify.parse(m)) for m in sorted(messages)]
         async with self._pool.acquire() as conn:
-            if "keys" in messages:
-                await self._load_keys(conn)
-            for m in sorted(messages):
-                kind, _, rest = m.partition(":")
-                for hook in self.hooks:
-                    hook(kind, rest)
-                if kind == "project":
-                    await self._load_project(conn, int(rest), keep_devices=True)
-                elif kind == "device":
-                    pid, _, serial = rest.partition(":")
-                    await self._load_device(conn, int(pid), serial)
-                elif kind == "devices":
-                    await self._load_project(conn, int(rest), keep_devices=False)
-                elif kind == "cohort-devices":
-                    pid, _, cohort = rest.partition(":")
-                    await self._load_cohort_devices(conn, int(pid), int(cohort))
+            unknown = next((m for m, msg in parsed if msg is None), None)
+            if unknown is not None:
+                # a newer release's message (rolling upgrade) or garbage: whatever it meant,
+                # reloading everything covers it
+                log.warning("change notification not understood (%r): reloading everything", unknown[:80])
+                await self._load_all(conn)
+                self.reconnects += 1  # per-device caches follow this counter and drop everything
+            else:
+                await self._apply_parsed(conn, [msg for _, msg in parsed])
         self.reloads += 1
         self.last_reload_seconds = time.perf_counter() - t0
         METRICS.inc("ota_gateway_mirror_reloads")
         METRICS.observe("ota_gateway_mirror_reload_duration_seconds", (), self.last_reload_seconds)
 
+    async def _apply_parsed(self, conn, messages: list[notify.Message]) -> None:
+        if any(m.kind == "keys" for m in messages):
+            await self._load_keys(conn)
+        for m in messages:
+            for hook in self.hooks:
+                hook(m)
+            if m.kind == "project":
+                await self._load_project(conn, m.project, keep_devices=True)
+            elif m.kind == "device":
+                await self._load_device(conn, m.project, m.serial)
+            elif m.kind == "devices":
+                await self._load_project(conn, m.project, keep_devices=False)
+            elif m.kind == "cohort-devices":
+                await self._load_cohort_devices(conn, m.project, m.cohort)
+
     async def load_all(self) -> None:
         async with self._apply_lock, self._pool.acquire() as conn:
-            await self._load_keys(conn)
-            for p in await mirror_store.load_projects(conn):
-                await self._load_project(conn, p["id"], keep_devices=False)
+            await self._load_all(conn)
         self.loaded = True
+
+    async def _load_all(self, conn) -> None:
+        await self._load_keys(conn)
+        for p in await mirror_store.load_projects(conn):
+            await self._load_project(conn, p["id"], keep_devices=False)
 
     async def _load_keys(self, conn) -> None:
         self.keys = {r["secret_hash"]: KeyInfo(r["project_id"], r["cohort_override_id"])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from gateway.domain.errors import Unauthorized
-from gateway.crypto.tokens import verify_user_secret
-from gateway.store import access as access_store
-from gateway.domain.access import Identity
 
+from gateway.crypto.tokens import verify_user_secret
+from gateway.domain.access import Identity
+from gateway.domain.errors import Unauthorized
+from gateway.store import access as access_store
 
 _USER_CACHE_TTL = 60.0
 

@@ -2,18 +2,17 @@
 release, per-release action counts, and the DDI part of "inspect device"."""
 from __future__ import annotations
 
+from gateway.domain import notify
 from gateway.domain.ddi_actions import HAWKBIT_STATUS, Caller, effective_identity, plan
-from gateway.memory.ddi_loader import device_state
-from gateway.store import ddi as ddi_store
-from gateway.memory.ddi_cache import DDI_CACHE
 from gateway.domain.errors import Conflict, NotFound
 from gateway.domain.fields import iso
+from gateway.memory.ddi_loader import device_state
 from gateway.memory.mirror import ProjectView
-from gateway.services import Change, Context, protect
+from gateway.services import Change, Context, changes, protect
+from gateway.services.changes import Tx
 from gateway.services.protect import applier
-from gateway.store import db as db_store
+from gateway.store import ddi as ddi_store
 from gateway.store import fleet as fleet_store
-from gateway.store import insight as insight_store
 
 ACTION_STATUSES = ("open", "canceling", "succeeded", "failed", "canceled")
 
@@ -25,16 +24,6 @@ def action_json(a) -> dict:
             "created_date": iso(a["created_at"]), "retrieved_date": iso(a["retrieved_at"]),
             "closed_date": iso(a["closed_at"]), "retried_date": iso(a["retried_at"]), "retried_by": a["retried_by"],
             "feedback": a["feedback"]}
-
-
-async def changed(ctx: Context, conn, serial: str) -> None:
-    """Inside the write's transaction: tell every process to drop the device's cached DDI state."""
-    await db_store.notify(conn, ctx.app[DDI_CACHE].message(ctx.pid, serial))
-
-
-def forget(ctx: Context, serial: str) -> None:
-    """After the commit: drop this process's cached DDI state of the device."""
-    ctx.app[DDI_CACHE].invalidate((ctx.pid, serial))
 
 
 async def device_row(conn, project_id: int, serial: str):
@@ -64,7 +53,8 @@ async def retry_action(ctx: Context, serial: str, action_id: int) -> Change:
 
 
 @applier("device.ddi_retry")
-async def _retry(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _retry(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn, actor = tx.ctx, tx.conn, tx.actor
     serial, action_id = p["serial"], p["action_id"]
     row = await ddi_store.device_action(conn, ctx.pid, serial, action_id, lock=True)
     if row is None:
@@ -73,18 +63,18 @@ async def _retry(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Cha
         raise Conflict(f"action {action_id} is {row['status']}; only a failed action can be retried")
     dev = await fleet_store.device_row(conn, ctx.pid, serial)
     cohort = await fleet_store.cohort_by_id(conn, ctx.pid, dev["cohort_id"])
-    pending = await protect.guard(ctx, conn, [cohort], "device.ddi_retry", approved=approved, params=p,
+    pending = await protect.guard(tx, [cohort], "device.ddi_retry", approved=approved, params=p,
                                   release_id=row["release_id"])
     if pending:
         return pending
     cleared = await ddi_store.retry_failed(conn, row["device_id"], row["release_id"], actor)
     if not cleared:
         raise Conflict(f"release {row['version']} was already retried on device {serial}")
-    await insight_store.audit(conn, ctx.pid, actor, "device.ddi_retry", f"device:{serial}",
-                      {"action_id": row["id"]}, {"release_id": row["release_id"]})
-    await changed(ctx, conn, serial)
+    await tx.audit("device.ddi_retry", f"device:{serial}", {"action_id": row["id"]},
+                   {"release_id": row["release_id"]})
+    await tx.changed(notify.device(ctx.pid, serial))  # every process drops its cached DDI state
     return Change({"device_serial": serial, "action_id": row["id"], "release_id": row["release_id"],
-                   "version": row["version"], "cleared_failures": cleared}, messages=(f"device:{ctx.pid}:{serial}",))
+                   "version": row["version"], "cleared_failures": cleared})
 
 
 async def release_stats(ctx: Context) -> list[dict]:
@@ -98,10 +88,9 @@ async def release_stats(ctx: Context) -> list[dict]:
     return list(out.values())
 
 
-async def inspect_ddi(app, view: ProjectView, serial: str, software_type: str, _entry) -> dict:
-    """The DDI answer for "inspect device", computed like a poll but without writing anything
-    (an insight.INSPECTORS entry)."""
-    state = await device_state(app, view, serial)
+async def inspect_ddi(res, view: ProjectView, serial: str, software_type: str) -> dict:
+    """The DDI answer for "inspect device", computed like a poll but without writing anything."""
+    state = await device_state(res, view, serial)
     hw, sw = effective_identity(view, state)
     if sw != software_type:
         return {"ddi": {"software_type": sw, "applies": False}}
@@ -115,10 +104,8 @@ async def inspect_ddi(app, view: ProjectView, serial: str, software_type: str, _
 async def set_token(ctx: Context, serial: str, token_hash: str | None) -> None:
     """Set, rotate (`token_hash`) or remove (None) the device's TargetToken."""
     ctx.ident.require("editor")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await ddi_store.set_token(conn, ctx.pid, serial, token_hash):
+    async with changes.write(ctx) as tx:
+        if not await ddi_store.set_token(tx.conn, ctx.pid, serial, token_hash):
             raise NotFound(f"device {serial} not found")
-        await insight_store.audit(conn, ctx.pid, ctx.ident.actor, "device.ddi_token", f"device:{serial}", None,
-                          {"set": token_hash is not None})
-        await changed(ctx, conn, serial)
-    forget(ctx, serial)
+        await tx.audit("device.ddi_token", f"device:{serial}", None, {"set": token_hash is not None})
+        await tx.changed(notify.device(ctx.pid, serial))

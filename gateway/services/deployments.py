@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.store import requests as store_requests
-from gateway.domain.errors import BadRequest, Conflict, Forbidden, NotFound
+from gateway.domain import notify
 from gateway.domain.access import Identity
-from gateway.services.releases import one_release
+from gateway.domain.errors import BadRequest, Conflict, NotFound
 from gateway.domain.fields import iso, need_str
 from gateway.services import Change, Context, protect
-from gateway.services.protect import applier, request_json
-from gateway.store import db as db_store
+from gateway.services.changes import Tx
+from gateway.services.protect import applier
+from gateway.services.releases import one_release
 from gateway.store import deployments as deployments_store
 from gateway.store import fleet as fleet_store
-from gateway.store import insight as insight_store
 from gateway.store import releases as releases_store
-from gateway.store import resolution as resolution_store
 
 
 def deployment_json(a) -> dict:
@@ -79,36 +77,35 @@ class ActivationSpec:
         return cls(version, from_version, cohort_slug, typ, percent, software_type)
 
 
-async def _activate(conn, project_id: int, cohort, release_id: int, typ: str, percent: int | None,
-                    actor: str) -> tuple[int, bool, list[str]]:
-    """Create or change the activation; returns (id, created, mirror messages)."""
-    messages = [f"project:{project_id}"]
+async def _activate(tx: Tx, cohort, release_id: int, typ: str, percent: int | None) -> tuple[int, bool]:
+    """Create or change the activation (and stage the cohort for a new percentage); returns
+    (id, created)."""
+    conn, pid, actor = tx.conn, tx.ctx.pid, tx.actor
     existing = await deployments_store.active_activation(conn, release_id, cohort["id"])
     after = {"type": typ, "rollout_percent": percent}
     if existing is None:
-        aid = await deployments_store.create_activation(conn, project_id, release_id, cohort["id"], type_=typ,
-                                            rollout_percent=percent, actor=actor)
-        await deployments_store.activation_event(conn, project_id, aid, "activate", actor, None, after)
+        aid = await deployments_store.create_activation(conn, pid, release_id, cohort["id"], type_=typ,
+                                                        rollout_percent=percent, actor=actor)
+        await deployments_store.activation_event(conn, pid, aid, "activate", actor, None, after)
     else:
         aid = existing["id"]
         before = {"type": existing["type"], "rollout_percent": existing["rollout_percent"]}
         await deployments_store.update_activation(conn, aid, type_=typ, rollout_percent=percent)
-        await deployments_store.activation_event(conn, project_id, aid, "update", actor, before, after)
+        await deployments_store.activation_event(conn, pid, aid, "update", actor, before, after)
     if typ == "staged_rollout" and (existing is None or existing["rollout_percent"] != percent):
         await deployments_store.stage_cohort(conn, cohort["id"], percent)
-        msg = f"cohort-devices:{project_id}:{cohort['id']}"
-        await db_store.notify(conn, msg)
-        messages.append(msg)
-    await resolution_store.rebuild_resolution(conn, project_id)
-    return aid, existing is None, messages
+        await tx.changed(notify.cohort_devices(pid, cohort["id"]))
+    await tx.rebuild()
+    return aid, existing is None
 
 
-async def _deactivate(conn, project_id: int, activation, actor: str) -> None:
-    await deployments_store.pull_activation(conn, activation["id"], actor)
-    await deployments_store.activation_event(conn, project_id, activation["id"], "pull", actor,
-                                 {"type": activation["type"], "rollout_percent": activation["rollout_percent"]},
-                                 None)
-    await resolution_store.rebuild_resolution(conn, project_id)
+async def _deactivate(tx: Tx, activation) -> None:
+    conn, pid = tx.conn, tx.ctx.pid
+    await deployments_store.pull_activation(conn, activation["id"], tx.actor)
+    await deployments_store.activation_event(
+        conn, pid, activation["id"], "pull", tx.actor,
+        {"type": activation["type"], "rollout_percent": activation["rollout_percent"]}, None)
+    await tx.rebuild()
 
 
 async def list_deployments(ctx: Context, *, cohort: str | None = None, release: str | None = None,
@@ -132,20 +129,18 @@ async def activate(ctx: Context, spec: ActivationSpec) -> Change:
     """Activate a release in a cohort (or change its rollout percentage). In a cohort that
     requires approval this only files a request (`pending`)."""
     ctx.ident.require("editor")
-    async with ctx.transaction() as conn:
+    async with ctx.pool.acquire() as conn:
         cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, spec.cohort)
         if cohort is None:
             raise NotFound(f"cohort {spec.cohort!r} not found")
         rel = await one_release(conn, ctx.pid, spec.version, spec.from_version, spec.software_type)
-        params = {"release_id": rel["id"], "cohort_id": cohort["id"], "type": spec.type,
-                  "rollout_percent": spec.rollout_percent}
-        change = await _apply_activate(ctx, conn, params, ctx.ident.actor, False)
-    await ctx.refresh(*change.messages)
-    return change
+    return await protect.run(ctx, "activate", {"release_id": rel["id"], "cohort_id": cohort["id"],
+                                               "type": spec.type, "rollout_percent": spec.rollout_percent})
 
 
 @applier("activate")
-async def _apply_activate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _apply_activate(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     pid = ctx.pid
     cohort = await fleet_store.cohort_by_id(conn, pid, p["cohort_id"])
     existing = await deployments_store.active_activation(conn, p["release_id"], p["cohort_id"])
@@ -153,19 +148,18 @@ async def _apply_activate(ctx: Context, conn, p: dict, actor: str, approved: boo
     if not rel or cohort is None:
         raise Conflict("the release or cohort of this activation no longer exists")
     pending = await protect.guard(
-        ctx, conn, [cohort], "activate", approved=approved, release_id=p["release_id"], type_=p["type"],
+        tx, [cohort], "activate", approved=approved, release_id=p["release_id"], type_=p["type"],
         rollout_percent=p["rollout_percent"], activation_id=existing["id"] if existing else None,
         summary={"release": rel[0]["version"], "from_version": rel[0]["from_version"], "cohort": cohort["slug"],
                  "type": p["type"], "rollout_percent": p["rollout_percent"]})
     if pending:
         return pending
-    aid, created, messages = await _activate(conn, pid, cohort, p["release_id"], p["type"], p["rollout_percent"],
-                                             actor)
+    aid, created = await _activate(tx, cohort, p["release_id"], p["type"], p["rollout_percent"])
     row = (await deployments_store.list_activations(conn, pid, activation_id=aid))[0]
     if not approved:
-        await insight_store.audit(conn, pid, actor, "deployment.create" if created else "deployment.update",
-                          f"deployment:{aid}", None, deployment_json(row))
-    return Change(deployment_json(row), created=created, messages=tuple(messages))
+        await tx.audit("deployment.create" if created else "deployment.update", f"deployment:{aid}", None,
+                       deployment_json(row))
+    return Change(deployment_json(row), created=created)
 
 
 async def get_deployment(ctx: Context, aid: int) -> dict:
@@ -181,7 +175,8 @@ async def deactivate(ctx: Context, aid: int) -> Change:
 
 
 @applier("deactivate")
-async def _apply_deactivate(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _apply_deactivate(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     pid, aid = ctx.pid, p["activation_id"]
     rows = await deployments_store.list_activations(conn, pid, activation_id=aid)
     if not rows:
@@ -191,70 +186,17 @@ async def _apply_deactivate(ctx: Context, conn, p: dict, actor: str, approved: b
         raise Conflict(f"deployment {aid} is already deactivated" if not approved
                        else "the deployment to deactivate is no longer active")
     cohort = await fleet_store.cohort_by_id(conn, pid, act["cohort_id"])
-    pending = await protect.guard(ctx, conn, [cohort], "deactivate", approved=approved,
+    pending = await protect.guard(tx, [cohort], "deactivate", approved=approved,
                                   release_id=act["release_id"], type_=act["type"],
                                   rollout_percent=act["rollout_percent"], activation_id=aid,
                                   summary={"deactivate": aid})
     if pending:
         return pending
-    await _deactivate(conn, pid, act, actor)
+    await _deactivate(tx, act)
     if not approved:
-        await insight_store.audit(conn, pid, actor, "deployment.deactivate", f"deployment:{aid}", deployment_json(act), None)
+        await tx.audit("deployment.deactivate", f"deployment:{aid}", deployment_json(act), None)
     row = (await deployments_store.list_activations(conn, pid, activation_id=aid))[0]
-    return Change(deployment_json(row), messages=(f"project:{pid}",))
-
-
-async def list_requests(ctx: Context, status: str = "pending") -> list[dict]:
-    if status not in ("pending", "approved", "rejected", "all"):
-        raise BadRequest("status must be pending, approved, rejected or all")
-    rows = await store_requests.list_requests(ctx.pool, ctx.pid, status=None if status == "all" else status)
-    return [request_json(r) for r in rows]
-
-
-def _request_params(req) -> dict:
-    """What an approved request carries out: its stored params, or (activations filed before
-    params existed, and activations now) the typed columns."""
-    if req["params"] is not None and req["action"] not in ("activate", "deactivate"):
-        return req["params"]
-    if req["action"] == "activate":
-        return {"release_id": req["release_id"], "cohort_id": req["cohort_id"], "type": req["type"],
-                "rollout_percent": req["rollout_percent"]}
-    return {"activation_id": req["activation_id"]}
-
-
-async def decide(ctx: Context, rid: int, approve: bool) -> dict:
-    """Approve (and carry out) or reject a pending request; never by the identity that filed it,
-    and only by one allowed to make the change itself."""
-    ident, pid = ctx.ident, ctx.pid
-    ident.require("editor")
-    messages: tuple[str, ...] = ()
-    async with ctx.transaction() as conn:
-        rows = await store_requests.list_requests(conn, pid, request_id=rid, for_update=True)
-        if not rows:
-            raise NotFound(f"activation request {rid} not found")
-        req = rows[0]
-        if req["status"] != "pending":
-            raise Conflict(f"activation request {rid} is already {req['status']}")
-        if req["requested_by"] == ident.actor:
-            raise Forbidden("an activation request must be approved or rejected by a different identity")
-        cohort = await fleet_store.cohort_by_id(conn, pid, req["cohort_id"])
-        if not protect.may_change(ident, cohort):
-            raise Forbidden(f"cohort {cohort['slug']!r} is protected: deciding its requests needs the manager role "
-                            "or a token allowed to activate protected cohorts")
-        if approve:
-            run = protect.APPLIERS.get(req["action"])
-            if run is None:
-                raise Conflict(f"activation request {rid} is of an unknown kind {req['action']!r}")
-            change = await run(ctx, conn, _request_params(req), f"{req['requested_by']} (approved by {ident.actor})",
-                               True)
-            messages = change.messages
-        await store_requests.decide(conn, rid, "approved" if approve else "rejected", ident.actor)
-        await insight_store.audit(conn, pid, ident.actor, "deployment.approve" if approve else "deployment.reject",
-                          f"request:{rid}", {"status": "pending"}, {"status": "approved" if approve else "rejected"})
-        req = (await store_requests.list_requests(conn, pid, request_id=rid))[0]
-    if messages:
-        await ctx.refresh(*messages)
-    return request_json(req)
+    return Change(deployment_json(row))
 
 
 async def activation_history(ctx: Context, *, limit: int = 500, offset: int = 0) -> list[dict]:

@@ -4,22 +4,17 @@ polls as a cohort. Each is registered with `protect` so the protected-cohort rul
 apply the same way whether it is carried out now or when its request is approved."""
 from __future__ import annotations
 
+from gateway.domain import notify
 from gateway.domain.errors import BadRequest, Conflict, NotFound
 from gateway.domain.fields import iso
-from gateway.services import Change, Context, protect
+from gateway.services import Change, Context, changes, protect
+from gateway.services.changes import Tx
 from gateway.services.fleet import cohort_json, device_json
 from gateway.services.protect import applier
 from gateway.store import access as access_store
-from gateway.store import db as db_store
 from gateway.store import fleet as fleet_store
-from gateway.store import insight as insight_store
 from gateway.store import projects as projects_store
 from gateway.store import releases as releases_store
-from gateway.store import resolution as resolution_store
-
-
-def _device_messages(pid: int, serial: str) -> tuple[str, ...]:
-    return (f"project:{pid}", f"device:{pid}:{serial}")
 
 
 async def _cohort(conn, pid: int, cohort_id: int):
@@ -37,22 +32,21 @@ async def _device(conn, pid: int, serial: str):
 
 
 @applier("device.create")
-async def _create_device(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _create_device(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     cohort = await _cohort(conn, ctx.pid, p["cohort_id"])
     if await fleet_store.device_row(conn, ctx.pid, p["serial"]) is not None:
         raise Conflict(f"device {p['serial']} already exists")
     # a new serial has never been offered anything, so provisioning needs the cohort's
     # permission but no approval (a device that already polls exists: moving it does)
-    await protect.guard(ctx, conn, [cohort], "device.create", approved=True, params=p)
+    await protect.guard(tx, [cohort], "device.create", approved=True, params=p)
     if not await fleet_store.create_device(conn, ctx.pid, p["serial"], p["hardware_version"], cohort["id"]):
         raise Conflict(f"device {p['serial']} already exists")
     await projects_store.add_hardware_version(conn, ctx.pid, p["hardware_version"])
-    await insight_store.audit(conn, ctx.pid, actor, "device.create", f"device:{p['serial']}", None,
+    await tx.audit("device.create", f"device:{p['serial']}", None,
                       {"hardware_version": p["hardware_version"], "cohort": cohort["slug"]})
-    messages = _device_messages(ctx.pid, p["serial"])
-    for m in messages:
-        await db_store.notify(conn, m)
-    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), created=True, messages=messages)
+    await tx.changed(notify.project(ctx.pid), notify.device(ctx.pid, p["serial"]))
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), created=True)
 
 
 async def create_device(ctx: Context, serial: str, hardware_version: str, cohort_slug: str) -> Change:
@@ -66,21 +60,21 @@ async def create_device(ctx: Context, serial: str, hardware_version: str, cohort
 
 
 @applier("device.move")
-async def _move_device(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _move_device(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     dev = await _device(conn, ctx.pid, p["serial"])
     target = await _cohort(conn, ctx.pid, p["cohort_id"])
     source = await _cohort(conn, ctx.pid, dev["cohort_id"])
     # leaving a cohort changes what the device gets as much as joining one
-    pending = await protect.guard(ctx, conn, [source, target], "device.move", approved=approved, params=p,
+    pending = await protect.guard(tx, [source, target], "device.move", approved=approved, params=p,
                                   summary={"serial": p["serial"], "from": source["slug"], "to": target["slug"]})
     if pending:
         return pending
     await fleet_store.move_device(conn, ctx.pid, p["serial"], target["id"])
-    await insight_store.audit(conn, ctx.pid, actor, "device.move", f"device:{p['serial']}",
+    await tx.audit("device.move", f"device:{p['serial']}",
                       {"cohort": source["slug"]}, {"cohort": target["slug"]})
-    msg = f"device:{ctx.pid}:{p['serial']}"
-    await db_store.notify(conn, msg)
-    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
+    await tx.changed(notify.device(ctx.pid, p["serial"]))
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])))
 
 
 async def move_device(ctx: Context, serial: str, cohort_slug: str) -> Change:
@@ -94,23 +88,23 @@ async def move_device(ctx: Context, serial: str, cohort_slug: str) -> Change:
 
 
 @applier("device.override")
-async def _set_override(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _set_override(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     dev = await _device(conn, ctx.pid, p["serial"])
     cohort = await _cohort(conn, ctx.pid, dev["cohort_id"])
     release_id = p["release_id"]
     if release_id is not None and not await releases_store.releases_with_payloads(conn, ctx.pid, release_id=release_id):
         raise Conflict(f"release {release_id} no longer exists")
-    pending = await protect.guard(ctx, conn, [cohort], "device.override", approved=approved, params=p,
+    pending = await protect.guard(tx, [cohort], "device.override", approved=approved, params=p,
                                   release_id=release_id)
     if pending:
         return pending
     await fleet_store.set_override(conn, ctx.pid, p["serial"], release_id)
-    await insight_store.audit(conn, ctx.pid, actor, "device.override" if release_id else "device.clear_override",
+    await tx.audit("device.override" if release_id else "device.clear_override",
                       f"device:{p['serial']}", {"release_override_id": dev["release_override_id"]},
                       {"release_override_id": release_id})
-    msg = f"device:{ctx.pid}:{p['serial']}"
-    await db_store.notify(conn, msg)
-    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])), messages=(msg,))
+    await tx.changed(notify.device(ctx.pid, p["serial"]))
+    return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])))
 
 
 async def set_override(ctx: Context, serial: str, release_id: int | None) -> Change:
@@ -119,9 +113,10 @@ async def set_override(ctx: Context, serial: str, release_id: int | None) -> Cha
 
 
 @applier("cohort.stage")
-async def _stage(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _stage(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     cohort = await _cohort(conn, ctx.pid, p["cohort_id"])
-    pending = await protect.guard(ctx, conn, [cohort], "cohort.stage", approved=approved, params=p)
+    pending = await protect.guard(tx, [cohort], "cohort.stage", approved=approved, params=p)
     if pending:
         return pending
     serials, filters = p.get("serials"), p.get("filters") or {}
@@ -137,13 +132,12 @@ async def _stage(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Cha
                                              **{k: filters.get(k) for k in ("current_version", "software_type",
                                                                             "hardware_version")})
     total, staged_now = await fleet_store.cohort_staged_count(conn, cohort["id"])
-    await insight_store.audit(conn, ctx.pid, actor, "cohort.stage" if p["staged"] else "cohort.unstage",
+    await tx.audit("cohort.stage" if p["staged"] else "cohort.unstage",
                       f"cohort:{cohort['slug']}", None,
                       {"changed": changed, "serials": serials, "limit": p.get("limit"),
                        **{k: v for k, v in filters.items() if v}})
-    msg = f"cohort-devices:{ctx.pid}:{cohort['id']}"
-    await db_store.notify(conn, msg)
-    return Change({"changed": changed, "staged": staged_now, "devices": total}, messages=(msg,))
+    await tx.changed(notify.cohort_devices(ctx.pid, cohort["id"]))
+    return Change({"changed": changed, "staged": staged_now, "devices": total})
 
 
 async def stage(ctx: Context, cohort_slug: str, *, staged: bool, serials: list[str] | None, limit: int | None,
@@ -163,22 +157,23 @@ _TIGHTENING = {("protected", True), ("requires_approval", True)}
 
 
 @applier("cohort.update")
-async def _update_cohort(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _update_cohort(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     cohort = await _cohort(conn, ctx.pid, p["cohort_id"])
     changes = {k: v for k, v in p["changes"].items() if cohort[k] != v}
     harmless = all(k == "name" or (k, v) in _TIGHTENING for k, v in changes.items())
-    pending = await protect.guard(ctx, conn, [cohort], "cohort.update", approved=approved or harmless, params=p,
+    pending = await protect.guard(tx, [cohort], "cohort.update", approved=approved or harmless, params=p,
                                   summary={"cohort": cohort["slug"], "changes": p["changes"]})
     if pending:
         return pending
     row = await fleet_store.update_cohort(conn, cohort["id"], p["changes"])
-    await insight_store.audit(conn, ctx.pid, actor, "cohort.update", f"cohort:{cohort['slug']}",
+    await tx.audit("cohort.update", f"cohort:{cohort['slug']}",
                       {k: cohort[k] for k in p["changes"]}, p["changes"])
     if "version_checking" in p["changes"]:
-        await resolution_store.rebuild_resolution(conn, ctx.pid)
+        await tx.rebuild()
     else:
-        await db_store.notify(conn, f"project:{ctx.pid}")
-    return Change(cohort_json(row), messages=(f"project:{ctx.pid}",))
+        await tx.changed(notify.project(ctx.pid))
+    return Change(cohort_json(row))
 
 
 async def update_cohort(ctx: Context, slug: str, changes: dict) -> Change:
@@ -193,19 +188,20 @@ async def update_cohort(ctx: Context, slug: str, changes: dict) -> Change:
 
 
 @applier("project_key.create")
-async def _create_key(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _create_key(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     cohort = await _cohort(conn, ctx.pid, p["cohort_id"]) if p.get("cohort_id") is not None else None
     # a key with a cohort override makes every device polling with it a device of that cohort
-    pending = await protect.guard(ctx, conn, [cohort], "project_key.create", approved=approved, params=p,
+    pending = await protect.guard(tx, [cohort], "project_key.create", approved=approved, params=p,
                                   summary={"name": p["name"], "cohort_override": cohort and cohort["slug"]})
     if pending:
         return pending
     kid = await access_store.create_project_key(conn, ctx.pid, p["name"], p["secret_hash"], cohort and cohort["id"])
-    await insight_store.audit(conn, ctx.pid, actor, "project_key.create", f"project_key:{kid}", None,
+    await tx.audit("project_key.create", f"project_key:{kid}", None,
                       {"name": p["name"], "cohort_override": cohort and cohort["slug"]})
-    await db_store.notify(conn, "keys")
+    await tx.changed(notify.keys())
     row = next(k for k in await access_store.list_project_keys(conn, ctx.pid) if k["id"] == kid)
-    return Change(key_json(row), created=True, messages=("keys",))
+    return Change(key_json(row), created=True)
 
 
 def key_json(k) -> dict:
@@ -227,3 +223,18 @@ async def create_key(ctx: Context, name: str, secret_hash: str, cohort_slug: str
         cohort_id = cohort["id"]
     return await protect.run(ctx, "project_key.create",
                              {"name": name, "cohort_id": cohort_id, "secret_hash": secret_hash}, role="manager")
+
+
+async def list_keys(ctx: Context) -> list[dict]:
+    """The project's keys (never their secrets)."""
+    return [key_json(k) for k in await access_store.list_project_keys(ctx.pool, ctx.pid)]
+
+
+async def revoke_key(ctx: Context, key_id: int) -> None:
+    """Revoke a project key: devices polling with it are refused from then on."""
+    ctx.ident.require("manager")
+    async with changes.write(ctx) as tx:
+        if not await access_store.revoke_project_key(tx.conn, ctx.pid, key_id):
+            raise NotFound(f"project key {key_id} not found or already revoked")
+        await tx.audit("project_key.revoke", f"project_key:{key_id}", None, None)
+        await tx.changed(notify.keys())

@@ -1,9 +1,10 @@
 """The fleet: cohorts, devices and their version history (reads)."""
 from __future__ import annotations
 
-from gateway.domain.errors import NotFound
+from gateway.domain import notify
+from gateway.domain.errors import Conflict, NotFound
 from gateway.domain.fields import iso
-from gateway.services import Context
+from gateway.services import Context, changes
 from gateway.store import fleet as fleet_store
 from gateway.store import insight as insight_store
 
@@ -61,3 +62,15 @@ async def device_history(ctx: Context, serial: str, limit: int = 500) -> list[di
     return [{"software_type": r["software_type"], "version": r["version"],
              "previous_version": r["previous_version"], "protocol": r["protocol"],
              "date": iso(r["seen_at"])} for r in rows]
+
+
+async def create_cohort(ctx: Context, slug: str, name: str) -> dict:
+    """A new, empty cohort (409 when the slug is taken)."""
+    ctx.ident.require("editor")
+    async with changes.write(ctx) as tx:
+        row = await fleet_store.create_cohort(tx.conn, ctx.pid, slug, name)
+        if row is None:
+            raise Conflict(f"cohort {slug!r} already exists")
+        await tx.audit("cohort.create", f"cohort:{slug}", None, {"name": name})
+        await tx.changed(notify.project(ctx.pid))
+    return cohort_json(row)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from aiohttp import web
-
 from gateway.domain import resolution
 from gateway.domain.errors import BadRequest, NotFound
 from gateway.domain.fields import iso
-from gateway.memory.mirror import ProjectView
 from gateway.domain.versions import version_key
-from gateway.services import Context
+from gateway.memory.mirror import ProjectView
+from gateway.services import Context, ddi
 from gateway.store import access as access_store
 from gateway.store import deployments as deployments_store
 from gateway.store import fleet as fleet_store
@@ -22,7 +20,6 @@ from gateway.store import insight as insight_store
 
 # extra per-protocol inspectors (e.g. DDI) register here:
 # async (app, view, serial, software_type, entry) -> dict merged into the entry
-INSPECTORS = web.AppKey("inspectors", list)
 
 
 def _version_of(view: ProjectView, release_id: int | None) -> str | None:
@@ -139,8 +136,7 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
             entry["with_project_key_cohort_override"].append(
                 {"key_id": k["id"], "key_name": k["name"], "cohort": k["cohort_override"],
                  "release": _version_of(view, kd.release_id), "reason": kd.reason})
-        for inspector in ctx.app.get(INSPECTORS, []):
-            entry.update(await inspector(ctx.app, view, serial, sw, entry))
+        entry.update(await ddi.inspect_ddi(ctx.res, view, serial, sw))
         out.append(entry)
     return {"device_serial": serial, "registered": dev is not None, "hardware_version": hw,
             "cohort": view.cohorts[cohort_id]["slug"], "staged": staged, "software": out}

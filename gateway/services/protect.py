@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from gateway.store import requests as store_requests
 from gateway.domain import access
 from gateway.domain.errors import Forbidden
 from gateway.domain.fields import iso
-from gateway.services import Change, Context
-from gateway.store import insight as insight_store
+from gateway.services import Change, Context, changes
+from gateway.services.changes import Tx
+from gateway.store import requests as store_requests
 
-# (ctx, conn, params, actor, approved) -> Change: carries out one write inside the caller's
-# transaction, calling `guard` itself; `approved` when a request is being carried out
-Applier = Callable[[Context, object, dict, str, bool], Awaitable[Change]]
+# (tx, params, approved) -> Change: carries out one write inside the caller's transaction,
+# calling `guard` itself; `approved` when an approved request is being carried out
+Applier = Callable[[Tx, dict, bool], Awaitable[Change]]
 # action name -> how to carry out that write, now or when its request is approved
 APPLIERS: dict[str, Applier] = {}
 
@@ -57,13 +57,14 @@ def request_json(q) -> dict:
             "created_date": iso(q["created_at"]), "decided_date": iso(q["decided_at"])}
 
 
-async def guard(ctx: Context, conn, cohorts: Iterable, action: str, *, approved: bool = False,
+async def guard(tx: Tx, cohorts: Iterable, action: str, *, approved: bool = False,
                 params: dict | None = None, release_id: int | None = None, type_: str = "normal",
                 rollout_percent: int | None = None, activation_id: int | None = None,
                 summary: dict | None = None) -> Change | None:
     """Enforce the protected-cohort rule for a change touching `cohorts` (rows; None entries are
     skipped). Returns None when the change may go on now, a pending Change when a request was
     filed instead; raises Forbidden when the caller may not make it at all."""
+    ctx = tx.ctx
     rows = {c["id"]: c for c in cohorts if c is not None}
     decision = access.protected_change(ctx.ident.role, ctx.ident.can_activate_protected,
                                        [rules(c) for c in rows.values()], approved=approved)
@@ -72,23 +73,18 @@ async def guard(ctx: Context, conn, cohorts: Iterable, action: str, *, approved:
     if decision.verdict is access.Verdict.ALLOW:
         return None
     cohort = next(c for c in rows.values() if c["slug"] == decision.cohort)
-    rid = await store_requests.create(conn, ctx.pid, cohort_id=cohort["id"], release_id=release_id, action=action,
+    rid = await store_requests.create(tx.conn, ctx.pid, cohort_id=cohort["id"], release_id=release_id, action=action,
                                       type_=type_, rollout_percent=rollout_percent, activation_id=activation_id,
                                       params=params, actor=ctx.ident.actor)
     audit_action = "deployment.request" if action in ("activate", "deactivate") else f"{action}.request"
-    await insight_store.audit(conn, ctx.pid, ctx.ident.actor, audit_action, f"request:{rid}", None,
-                      summary if summary is not None else params)
-    req = (await store_requests.list_requests(conn, ctx.pid, request_id=rid))[0]
+    await tx.audit(audit_action, f"request:{rid}", None, summary if summary is not None else params)
+    req = (await store_requests.list_requests(tx.conn, ctx.pid, request_id=rid))[0]
     return Change(request_json(req), pending=True)
 
 
-
 async def run(ctx: Context, action: str, params: dict, *, role: str = "editor") -> Change:
-    """Carry out a registered write now, as the caller (or file its approval request), in one
-    transaction; then refresh this process's mirror."""
+    """Carry out a registered write now, as the caller (or file its approval request), through
+    `changes.write`."""
     ctx.ident.require(role)
-    async with ctx.transaction() as conn:
-        change = await APPLIERS[action](ctx, conn, params, ctx.ident.actor, False)
-    if change.messages:
-        await ctx.refresh(*change.messages)
-    return change
+    async with changes.write(ctx) as tx:
+        return await APPLIERS[action](tx, params, False)

@@ -1,17 +1,16 @@
 """Releases: listing and lookup by id or version."""
 from __future__ import annotations
 
+from gateway.domain import notify
 from gateway.domain.errors import BadRequest, Conflict, NotFound
 from gateway.domain.fields import iso
 from gateway.services import Change, Context, protect
+from gateway.services.changes import Tx
 from gateway.services.protect import applier
-from gateway.store import db as db_store
 from gateway.store import deployments as deployments_store
 from gateway.store import fleet as fleet_store
-from gateway.store import insight as insight_store
 from gateway.store import projects as projects_store
 from gateway.store import releases as releases_store
-from gateway.store import resolution as resolution_store
 
 
 def release_json(r: dict, payloads: list[dict] | None = None) -> dict:
@@ -48,17 +47,27 @@ async def release_by_ref(conn, project_id: int, ref: str) -> dict:
     else:
         rows = [r for r in await releases_store.releases_with_payloads(conn, project_id) if r["version"] == ref
                 and r["from_version"] is None]
-    if not rows:
-        raise NotFound(f"release {ref!r} not found")
-    if len(rows) > 1:
-        raise BadRequest(f"version {ref!r} exists for several software types; use the release id "
-                         f"({', '.join(str(r['id']) for r in rows)})")
-    return rows[0]
+    return _exactly_one(rows, repr(ref), lambda: f"version {ref!r} exists for several software types; use the "
+                                                 f"release id ({', '.join(str(r['id']) for r in rows)})")
 
 
 async def get_release(ctx: Context, ref: str) -> dict:
     r = await release_by_ref(ctx.pool, ctx.pid, ref)
     return release_json(r, r["payloads"])
+
+
+async def software_version(ctx: Context, software_type: str, version: str) -> dict:
+    """A full release by software type and version (Memfault's software-version lookup)."""
+    rel = await releases_store.find_release(ctx.pool, ctx.pid, software_type, version, None)
+    if rel is None:
+        raise NotFound("software version not found")
+    return {"version": rel["version"], "software_type": rel["software_type"], "release_id": rel["id"]}
+
+
+async def create_upload(ctx: Context, token: str, ttl_seconds: int) -> None:
+    """Register an upload target `token` (bytes are PUT to its signed URL within `ttl_seconds`)."""
+    ctx.ident.require("editor")
+    await releases_store.create_upload(ctx.pool, ctx.pid, token, ttl_seconds)
 
 
 async def software_types(ctx: Context) -> list[str]:
@@ -77,7 +86,8 @@ async def _reached(conn, pid: int, release_id: int) -> list:
 
 
 @applier("release.add_payload")
-async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _add_payload(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn, actor = tx.ctx, tx.conn, tx.actor
     """Attach an uploaded file to a release: a new release, or one more payload of an existing
     one — which reaches that hardware in every cohort the release is active in."""
     pid = ctx.pid
@@ -108,7 +118,7 @@ async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) 
                 raise Conflict(f"release {version} already has this payload for hardware {hw}", type="already_exists")
             raise BadRequest(f"release {version} ({p['software_type']}) already has a different payload for "
                              f"hardware_version {hw}; upload it as a new version")
-        pending = await protect.guard(ctx, conn, await _reached(conn, pid, rel["id"]), "release.add_payload",
+        pending = await protect.guard(tx, await _reached(conn, pid, rel["id"]), "release.add_payload",
                                       approved=approved, params=p, release_id=rel["id"])
         if pending:
             return pending
@@ -119,12 +129,12 @@ async def _add_payload(ctx: Context, conn, p: dict, actor: str, approved: bool) 
         extra_info=p["extra_info"])
     await projects_store.add_hardware_version(conn, pid, hw)
     await projects_store.add_software_type(conn, pid, p["software_type"])
-    await insight_store.audit(conn, pid, actor, "release.create" if created else "release.add_payload",
+    await tx.audit("release.create" if created else "release.add_payload",
                       f"release:{rel['id']}", None,
                       {"version": version, "from_version": p["from_version"], "software_type": p["software_type"],
                        "hardware_version": hw, "sha256": upload["sha256"]})
-    await resolution_store.rebuild_resolution(conn, pid)
-    return Change(release_json(dict(rel), [dict(pl)]), created=created, messages=(f"project:{pid}",))
+    await tx.rebuild()
+    return Change(release_json(dict(rel), [dict(pl)]), created=created)
 
 
 async def add_payload(ctx: Context, params: dict) -> Change:
@@ -133,20 +143,21 @@ async def add_payload(ctx: Context, params: dict) -> Change:
 
 
 @applier("release.update")
-async def _update_release(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _update_release(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     pid = ctx.pid
     r = await _release_row(conn, pid, p["release_id"])
     # notes and extra_info are part of the answer devices get
-    pending = await protect.guard(ctx, conn, await _reached(conn, pid, r["id"]), "release.update",
+    pending = await protect.guard(tx, await _reached(conn, pid, r["id"]), "release.update",
                                   approved=approved, params=p, release_id=r["id"])
     if pending:
         return pending
     await releases_store.update_release(conn, r["id"], p["changes"])
-    await insight_store.audit(conn, pid, actor, "release.update", f"release:{r['id']}",
+    await tx.audit("release.update", f"release:{r['id']}",
                       {k: r[k] for k in p["changes"]}, p["changes"])
-    await db_store.notify(conn, f"project:{pid}")
+    await tx.changed(notify.project(pid))
     r = (await releases_store.releases_with_payloads(conn, pid, release_id=r["id"]))[0]
-    return Change(release_json(r, r["payloads"]), messages=(f"project:{pid}",))
+    return Change(release_json(r, r["payloads"]))
 
 
 async def update_release(ctx: Context, ref: str, changes: dict) -> Change:
@@ -157,7 +168,8 @@ async def update_release(ctx: Context, ref: str, changes: dict) -> Change:
 
 
 @applier("release.delete")
-async def _delete_release(ctx: Context, conn, p: dict, actor: str, approved: bool) -> Change:
+async def _delete_release(tx: Tx, p: dict, approved: bool) -> Change:
+    ctx, conn = tx.ctx, tx.conn
     pid = ctx.pid
     r = await _release_row(conn, pid, p["release_id"])
     active = await deployments_store.active_activations_of(conn, r["id"])
@@ -166,15 +178,15 @@ async def _delete_release(ctx: Context, conn, p: dict, actor: str, approved: boo
                        f"{', '.join(a['cohort'] for a in active)} (deployment ids "
                        f"{', '.join(str(a['id']) for a in active)}); deactivate them first", type="release_active")
     # deleting clears the release overrides pinned to it
-    pending = await protect.guard(ctx, conn, await _reached(conn, pid, r["id"]), "release.delete",
+    pending = await protect.guard(tx, await _reached(conn, pid, r["id"]), "release.delete",
                                   approved=approved, params=p,  # no release_id: its row goes with the release
                                   summary={"release_id": r["id"], "version": r["version"]})
     if pending:
         return pending
     await releases_store.delete_release(conn, r["id"])
-    await insight_store.audit(conn, pid, actor, "release.delete", f"release:{r['id']}", release_json(r, r["payloads"]), None)
-    await resolution_store.rebuild_resolution(conn, pid)
-    return Change({}, messages=(f"project:{pid}",))
+    await tx.audit("release.delete", f"release:{r['id']}", release_json(r, r["payloads"]), None)
+    await tx.rebuild()
+    return Change({})
 
 
 async def delete_release(ctx: Context, ref: str) -> Change:
@@ -189,9 +201,14 @@ async def one_release(conn, project_id: int, version: str, from_version: str | N
     rels = [r for r in await releases_store.find_releases(conn, project_id, version, from_version)
             if software_type is None or r["software_type"] == software_type]
     label = f"{from_version} -> {version}" if from_version else version
-    if not rels:
-        raise NotFound(f"release {label!r} not found")
-    if len(rels) > 1:
-        raise BadRequest(f"release {label!r} exists for software types "
-                         f"{', '.join(r['software_type'] for r in rels)}: add software_type")
-    return rels[0]
+    return _exactly_one(rels, repr(label), lambda: f"release {label!r} exists for software types "
+                                                   f"{', '.join(r['software_type'] for r in rels)}: add software_type")
+
+
+def _exactly_one(rows: list, label: str, several) -> dict:
+    """The one release a reference names: 404 for none, 400 (`several()` says why) for more."""
+    if not rows:
+        raise NotFound(f"release {label} not found")
+    if len(rows) > 1:
+        raise BadRequest(several())
+    return rows[0]

@@ -1,7 +1,6 @@
 """Org tokens, users, project keys and dashboard sessions."""
 from __future__ import annotations
 
-
 import asyncpg
 
 from gateway.crypto.tokens import hash_token

@@ -1,9 +1,8 @@
 """Idempotent creation of the bootstrap organization, project, token, key and user."""
 from __future__ import annotations
 
-
-
 from gateway.crypto.tokens import hash_token
+from gateway.domain import notify as notify_messages
 from gateway.store.db import notify
 
 
@@ -39,7 +38,7 @@ async def ensure_project_key(conn, project_id: int, key: str, *, name: str = "bo
     await conn.execute(
         "INSERT INTO project_keys (project_id, name, secret_hash) VALUES ($1, $2, $3) "
         "ON CONFLICT (secret_hash) DO NOTHING", project_id, name, hash_token(key))
-    await notify(conn, "keys")
+    await notify(conn, notify_messages.keys())
 
 
 async def ensure_user(conn, org_id: int, email: str, secret_hash: str, role: str) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import operator
 
 
-
-
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
     """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
     versions, protocol, seen_at as Unix seconds), at most one per (project, serial, software type),

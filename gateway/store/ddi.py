@@ -10,7 +10,7 @@ OPEN = ("open", "canceling")
 
 async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[str, asyncpg.Record]:
     """Everything a DDI poll needs about each of these devices of one project, in one round trip,
-    by serial (unknown serials are absent). The query is the function `ddi_device_states` in schema.sql."""
+    by serial (unknown serials are absent). The query is the function `ddi_device_states` in migrations/0001_base.sql."""
     rows = await conn.fetch("SELECT * FROM ddi_device_states($1, $2)", project_id, serials)
     return {r["serial"]: r for r in rows}
 

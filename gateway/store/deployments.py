@@ -6,7 +6,6 @@ from typing import Any
 import asyncpg
 
 
-
 async def active_activations_of(conn, release_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT a.id, c.slug AS cohort FROM activations a JOIN cohorts c ON c.id = a.cohort_id "
@@ -68,7 +67,6 @@ async def stage_cohort(conn, cohort_id: int, percent: int) -> int:
         WHERE d.cohort_id = $1 AND d.staged IS DISTINCT FROM (d.id IN (SELECT id FROM pick))
         """, cohort_id, n)
     return n
-
 
 
 async def activation_event(conn, project_id: int, activation_id: int, action: str, actor: str,

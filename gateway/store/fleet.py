@@ -1,9 +1,7 @@
 """Cohorts and devices: provisioning, moves, staging, release overrides."""
 from __future__ import annotations
 
-
 import asyncpg
-
 
 
 async def cohort_by_slug(conn, project_id: int, slug: str) -> asyncpg.Record | None:
@@ -86,7 +84,6 @@ async def move_device(conn, project_id: int, serial: str, cohort_id: int) -> Non
                        project_id, serial, cohort_id)
 
 
-
 _COHORT_SETTINGS = {"name", "version_checking", "ddi_polling_interval", "ddi_update_type", "protected",
                     "requires_approval"}
 
@@ -96,7 +93,6 @@ async def update_cohort(conn, cohort_id: int, changes: dict) -> asyncpg.Record:
         assert key in _COHORT_SETTINGS  # column names are never taken from input
         await conn.execute(f"UPDATE cohorts SET {key} = $2 WHERE id = $1", cohort_id, value)
     return await conn.fetchrow("SELECT * FROM cohorts WHERE id = $1", cohort_id)
-
 
 
 async def stage_serials(conn, project_id: int, serials: list[str], staged: bool, *, cohort_id: int) -> list[str]:

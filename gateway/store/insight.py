@@ -6,13 +6,11 @@ from typing import Any
 import asyncpg
 
 
-
 async def audit(conn, project_id: int | None, actor: str, action: str, obj: str,
                 before: Any = None, after: Any = None) -> None:
     await conn.execute(
         "INSERT INTO audit_log (project_id, actor, action, object, before, after) VALUES ($1, $2, $3, $4, $5, $6)",
         project_id, actor, action, obj, before, after)
-
 
 
 async def version_groups(conn, cohort_id: int, software_type: str) -> list[asyncpg.Record]:
@@ -41,7 +39,6 @@ async def list_audit(conn, project_id: int, *, actor: str | None, action: str | 
         "SELECT * FROM audit_log WHERE project_id = $1 AND ($2::text IS NULL OR actor = $2) "
         "AND ($3::text IS NULL OR action LIKE $3 || '%') AND ($5::bigint IS NULL OR id < $5) "
         "ORDER BY id DESC LIMIT $4", project_id, actor, action, limit, before_id)
-
 
 
 async def fleet_version_counts(conn, top: int = 50) -> list[asyncpg.Record]:

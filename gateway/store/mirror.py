@@ -6,7 +6,6 @@ from typing import Any
 import asyncpg
 
 
-
 async def load_keys(conn) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT secret_hash, project_id, cohort_override_id FROM project_keys WHERE revoked_at IS NULL")

@@ -1,10 +1,7 @@
 """Projects, their settings, software types, hardware versions and signing keys."""
 from __future__ import annotations
 
-
 import asyncpg
-
-
 
 _PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute"}
 
@@ -35,10 +32,8 @@ async def list_software_types(conn, project_id: int) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT name FROM software_types WHERE project_id = $1 ORDER BY name", project_id)
 
 
-
 async def list_projects(conn, org_id: int) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT id, slug, name FROM projects WHERE org_id = $1 ORDER BY slug", org_id)
-
 
 
 async def signing_key(conn, project_id: int) -> asyncpg.Record | None:

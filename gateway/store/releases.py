@@ -6,7 +6,6 @@ from typing import Iterable
 import asyncpg
 
 
-
 def _jsonable(rows: Iterable[asyncpg.Record]) -> list[dict]:
     return [dict(r) for r in rows]
 

@@ -1,8 +1,7 @@
 """The precomputed resolution cache: rebuilt inside each write that changes an answer."""
 from __future__ import annotations
 
-
-
+from gateway.domain import notify as notify_messages
 from gateway.domain import resolution
 from gateway.store.db import _LOCK_NS, notify
 
@@ -41,5 +40,5 @@ async def rebuild_resolution(conn, project_id: int) -> int:
     gen = await conn.fetchval(
         "UPDATE projects SET resolution_generation = resolution_generation + 1 WHERE id = $1 "
         "RETURNING resolution_generation", project_id)
-    await notify(conn, f"project:{project_id}")
+    await notify(conn, notify_messages.project(project_id))
     return gen

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.appkeys import POOL, SETTINGS
+from gateway.domain.access import Identity
 from gateway.domain.errors import Forbidden
 from gateway.services.auth import authenticate, token_ident, user_ident
-from gateway.domain.access import Identity
 from gateway.store import access as access_store
 from gateway.store import db as db_store
 
@@ -51,7 +51,7 @@ def _hash(sid: str) -> str:
 
 
 def _cookie_args(request: web.Request, max_age: int) -> dict:
-    secure = request.app[SETTINGS].effective_public_url.startswith("https://")
+    secure = request.config_dict[SETTINGS].effective_public_url.startswith("https://")
     return {"max_age": max_age, "path": "/ui/", "httponly": True, "samesite": "Strict", "secure": secure}
 
 
@@ -60,7 +60,7 @@ async def current(request: web.Request) -> Session:
     sid = request.cookies.get(COOKIE)
     if not sid:
         raise LoginRequired()
-    row = await access_store.ui_session(request.app[POOL], _hash(sid))
+    row = await access_store.ui_session(request.config_dict[POOL], _hash(sid))
     if row is None:
         raise LoginRequired()
     if row["token_id"] is not None:
@@ -76,7 +76,7 @@ async def current(request: web.Request) -> Session:
 async def start(request: web.Request, resp: web.StreamResponse, email: str | None, secret: str) -> Identity:
     """Verify an org token (`email` None) or a user's email and secret exactly as the API does
     (401 otherwise), create a session and set its cookie on `resp`."""
-    pool = request.app[POOL]
+    pool = request.config_dict[POOL]
     ident = await authenticate(pool, email, secret)
     if email is None:
         token_id, user_id = (await access_store.token_identity(pool, secret))["id"], None
@@ -93,7 +93,7 @@ async def start(request: web.Request, resp: web.StreamResponse, email: str | Non
 async def end(request: web.Request, resp: web.StreamResponse) -> None:
     sid = request.cookies.get(COOKIE)
     if sid:
-        await access_store.delete_ui_session(request.app[POOL], _hash(sid))
+        await access_store.delete_ui_session(request.config_dict[POOL], _hash(sid))
     resp.del_cookie(COOKIE, path="/ui/")
 
 
@@ -103,9 +103,9 @@ def check_csrf(form, session: Session) -> None:
 
 
 async def _secret(request: web.Request) -> bytes:
-    holder = request.app[UI_SECRET]
+    holder = request.config_dict[UI_SECRET]
     if holder.value is None:
-        async with request.app[POOL].acquire() as conn:
+        async with request.config_dict[POOL].acquire() as conn:
             holder.value = bytes.fromhex(await db_store.server_secret(conn, "ui_login_key"))
     return holder.value
 

@@ -6,10 +6,10 @@ import binascii
 
 from aiohttp import web
 
-from gateway.appkeys import POOL
-from gateway.domain.errors import NotFound, Unauthorized
-from gateway.store import projects as projects_store
+from gateway.appkeys import POOL, RESOURCES
 from gateway.domain.access import Identity
+from gateway.domain.errors import Unauthorized
+from gateway.services import Context, project_context
 from gateway.services.auth import authenticate
 
 
@@ -37,23 +37,12 @@ async def identify(request: web.Request) -> Identity:
     return await authenticate(request.app[POOL], user, secret)
 
 
-async def project_for(request: web.Request) -> tuple[Identity, dict]:
-    """Identity plus the project named in the path, which must belong to the caller's org."""
+async def context_for(request: web.Request) -> Context:
+    """The caller and the project named in the path (which must belong to the caller's
+    organization) as a service-layer Context; writes need the editor role at least."""
     ident = await identify(request)
-    org, slug = request.match_info["org"], request.match_info["project"]
-    if org != ident.org_slug:
-        raise NotFound(f"organization {org!r} not found")
-    project = await projects_store.project_by_slugs(request.app[POOL], org, slug)
-    if project is None:
-        raise NotFound(f"project {slug!r} not found")
+    ctx = await project_context(request.app[RESOURCES], ident, request.match_info["org"],
+                                request.match_info["project"])
     if request.method not in ("GET", "HEAD"):
         ident.require("editor")
-    return ident, dict(project)
-
-
-async def context_for(request: web.Request):
-    """project_for as a service-layer Context."""
-    from gateway.services import Context  # local: services imports Identity from here
-
-    ident, project = await project_for(request)
-    return Context(request.app, ident, project)
+    return ctx

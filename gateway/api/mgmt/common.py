@@ -7,9 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.appkeys import MIRROR
-from gateway.http.errors import json_response
 from gateway.domain.errors import BadRequest, TooLarge, UnsupportedMediaType
+from gateway.http.errors import json_response
 
 P = "/api/v0/organizations/{org}/projects/{project}"
 
@@ -88,10 +87,3 @@ async def body_json(request: web.Request, fields: Fields) -> dict:
     _check_text(body)
     only_fields(body, fields)
     return body
-
-
-async def refresh(request: web.Request, *messages: str) -> None:
-    """Read-your-writes: reload this process's mirror now; other processes follow the NOTIFY."""
-    await request.app[MIRROR].apply(set(messages))
-
-

@@ -7,13 +7,12 @@ import secrets
 
 from aiohttp import web
 
-from gateway.http.errors import add_route
-from gateway.domain.errors import BadRequest
 from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, body_json, data
-from gateway.services import ddi as ddi_svc
-from gateway.services.insight import INSPECTORS
 from gateway.crypto.tokens import hash_token
+from gateway.domain.errors import BadRequest
+from gateway.http.errors import add_route
+from gateway.services import ddi as ddi_svc
 
 D = P + "/devices/{serial}/ddi"
 
@@ -67,7 +66,6 @@ async def release_stats(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.setdefault(INSPECTORS, []).append(ddi_svc.inspect_ddi)
     add_route(app, "GET", D, device_ddi)
     add_route(app, "POST", D + "/token", set_token)
     add_route(app, "DELETE", D + "/token", delete_token)

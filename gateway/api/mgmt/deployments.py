@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http.errors import add_route, json_response
-from gateway.domain.errors import NotFound
 from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, body_json, data
-from gateway.services import Change
+from gateway.domain.errors import NotFound
+from gateway.http.errors import add_route, json_response
+from gateway.services import Change, approvals
 from gateway.services import deployments as svc
 
 
@@ -58,19 +58,19 @@ async def delete_deployment(request: web.Request) -> web.Response:
 
 async def list_requests(request: web.Request) -> web.Response:
     ctx = await context_for(request)
-    return data(await svc.list_requests(ctx, request.query.get("status", "pending")))
+    return data(await approvals.list_requests(ctx, request.query.get("status", "pending")))
 
 
 async def approve_request(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     await body_json(request, {})
-    return data(await svc.decide(ctx, _int_id(request, "request"), True))
+    return data(await approvals.decide(ctx, _int_id(request, "request"), True))
 
 
 async def reject_request(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     await body_json(request, {})
-    return data(await svc.decide(ctx, _int_id(request, "request"), False))
+    return data(await approvals.decide(ctx, _int_id(request, "request"), False))
 
 
 async def list_activation_history(request: web.Request) -> web.Response:

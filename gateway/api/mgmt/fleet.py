@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import POOL
-from gateway.http.errors import add_route, json_response
-from gateway.domain.errors import BadRequest, Conflict, NotFound
-from gateway.api.mgmt.auth import context_for, project_for
-from gateway.api.mgmt.common import P, body_json, data, refresh
-from gateway.services.releases import one_release
+from gateway.api.mgmt.auth import context_for
+from gateway.api.mgmt.common import P, body_json, data
+from gateway.crypto.tokens import hash_token, new_project_key
+from gateway.domain.errors import BadRequest, NotFound
 from gateway.domain.fields import _SLUG_CHARS, need_str
+from gateway.http.errors import add_route, json_response
 from gateway.memory.mirror import SERIAL_RE_TEXT
 from gateway.services import Change, devices, fleet
-from gateway.services.devices import key_json
-from gateway.services.fleet import cohort_json
-from gateway.crypto.tokens import hash_token, new_project_key
-from gateway.store import access as access_store
-from gateway.store import db as db_store
+from gateway.services.releases import one_release
 from gateway.store import fleet as fleet_store
-from gateway.store import insight as insight_store
 from gateway.store import releases as releases_store
-
 
 # -- cohorts ----------------------------------------------------------------------------------
 
@@ -30,19 +23,12 @@ async def list_cohorts(request: web.Request) -> web.Response:
 
 
 async def create_cohort(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
+    ctx = await context_for(request)
     body = await body_json(request, {"slug": None, "name": None})
     slug = need_str(body, "slug", charset=_SLUG_CHARS, required=False)
     name = need_str(body, "name", charset=None, required=slug is None) or slug
     slug = slug or "".join(ch if ch in _SLUG_CHARS else "-" for ch in name.lower())
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await fleet_store.create_cohort(conn, p["id"], slug, name)
-        if row is None:
-            raise Conflict(f"cohort {slug!r} already exists")
-        await insight_store.audit(conn, p["id"], ident.actor, "cohort.create", f"cohort:{slug}", None, {"name": name})
-        await db_store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
-    return data(cohort_json(row), status=201)
+    return data(await fleet.create_cohort(ctx, slug, name), status=201)
 
 
 async def get_cohort(request: web.Request) -> web.Response:
@@ -214,8 +200,7 @@ async def device_history(request: web.Request) -> web.Response:
 # -- project keys ---------------------------------------------------------------------------
 
 async def list_keys(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    return data([key_json(k) for k in await access_store.list_project_keys(request.app[POOL], p["id"])])
+    return data(await devices.list_keys(await context_for(request)))
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -233,19 +218,14 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
-    ident.require("manager")
+    ctx = await context_for(request)
+    ctx.ident.require("manager")
     await body_json(request, {})
     try:
         kid = int(request.match_info["id"])
     except ValueError:
         raise NotFound("project key not found") from None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if not await access_store.revoke_project_key(conn, p["id"], kid):
-            raise NotFound(f"project key {kid} not found or already revoked")
-        await insight_store.audit(conn, p["id"], ident.actor, "project_key.revoke", f"project_key:{kid}", None, None)
-        await db_store.notify(conn, "keys")
-    await refresh(request, "keys")
+    await devices.revoke_key(ctx, kid)
     return web.Response(status=204)
 
 

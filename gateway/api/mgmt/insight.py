@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http.errors import add_route
-from gateway.domain.errors import BadRequest
 from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, data
+from gateway.domain.errors import BadRequest
+from gateway.http.errors import add_route
 from gateway.services import insight
-
 
 
 async def version_matrix(request: web.Request) -> web.Response:

@@ -3,27 +3,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import POOL
-from gateway.http.errors import add_route
-from gateway.domain.errors import BadRequest, Conflict, NotFound
-from gateway.domain.access import ROLES
 from gateway.api.mgmt.auth import identify
-from gateway.domain.access import Identity
 from gateway.api.mgmt.common import body_json, data
-from gateway.domain.fields import iso, need_str
-from gateway.crypto.tokens import hash_token, hash_user_secret, new_org_token
-from gateway.store import access as access_store
-from gateway.store import insight as insight_store
+from gateway.appkeys import RESOURCES
+from gateway.crypto.tokens import new_org_token
+from gateway.domain.access import ROLES
+from gateway.domain.errors import BadRequest, NotFound
+from gateway.domain.fields import need_str
+from gateway.http.errors import add_route
+from gateway.services import Context, org
 
 O = "/api/v0/organizations/{org}"
 
 
-async def _manager(request: web.Request) -> Identity:
+async def _manager(request: web.Request) -> Context:
+    """The caller as an organization-level Context: the org in the path must be theirs, and
+    these routes need the manager role."""
     ident = await identify(request)
     if request.match_info["org"] != ident.org_slug:
         raise NotFound(f"organization {request.match_info['org']!r} not found")
-    ident.require("manager")
-    return ident
+    return org.org_context(request.app[RESOURCES], ident)
 
 
 def _role(body: dict) -> str:
@@ -34,54 +33,39 @@ def _role(body: dict) -> str:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    ident = await _manager(request)
-    rows = await access_store.list_tokens(request.app[POOL], ident.org_id)
-    return data([{"id": r["id"], "name": r["name"], "role": r["role"],
-                  "can_activate_protected": r["can_activate_protected"], "created_date": iso(r["created_at"]),
-                  "revoked_date": iso(r["revoked_at"])} for r in rows])
+    return data(await org.list_tokens(await _manager(request)))
 
 
 async def create_token(request: web.Request) -> web.Response:
     """POST tokens {name, role, can_activate_protected}: the token is shown once, stored hashed."""
-    ident = await _manager(request)
+    ctx = await _manager(request)
     body = await body_json(request, {"name": None, "role": None, "can_activate_protected": None})
     name = need_str(body, "name", charset=None)
     role = _role(body)
     flag = body.get("can_activate_protected", False)
     if not isinstance(flag, bool):
         raise BadRequest("can_activate_protected must be a boolean")
-    token = new_org_token()
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        tid = await access_store.create_token(conn, ident.org_id, name, hash_token(token), role, flag)
-        await insight_store.audit(conn, None, ident.actor, "token.create", f"token:{tid}", None,
-                          {"name": name, "role": role, "can_activate_protected": flag})
-    return data({"id": tid, "name": name, "role": role, "can_activate_protected": flag, "token": token}, status=201)
+    return data(await org.create_token(ctx, name, role, flag, new_org_token()), status=201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    ident = await _manager(request)
+    ctx = await _manager(request)
     await body_json(request, {})
     try:
         tid = int(request.match_info["id"])
     except ValueError:
         raise NotFound("token not found") from None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if not await access_store.revoke_token(conn, ident.org_id, tid):
-            raise NotFound(f"token {tid} not found or already revoked")
-        await insight_store.audit(conn, None, ident.actor, "token.revoke", f"token:{tid}", None, None)
+    await org.revoke_token(ctx, tid)
     return web.Response(status=204)
 
 
 async def list_users(request: web.Request) -> web.Response:
-    ident = await _manager(request)
-    rows = await access_store.list_users(request.app[POOL], ident.org_id)
-    return data([{"id": r["id"], "email": r["email"], "role": r["role"], "created_date": iso(r["created_at"])}
-                 for r in rows])
+    return data(await org.list_users(await _manager(request)))
 
 
 async def create_user(request: web.Request) -> web.Response:
     """POST users {email, role, secret?}: without a secret one is generated and shown once."""
-    ident = await _manager(request)
+    ctx = await _manager(request)
     body = await body_json(request, {"email": None, "role": None, "secret": None})
     email = need_str(body, "email", charset=None, max_len=254)
     if "@" not in email:
@@ -90,11 +74,7 @@ async def create_user(request: web.Request) -> web.Response:
     secret = body.get("secret") or new_org_token()[4:]
     if not isinstance(secret, str) or len(secret) < 12:
         raise BadRequest("secret must be a string of at least 12 characters")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        uid = await access_store.create_user(conn, ident.org_id, email, hash_user_secret(secret), role)
-        if uid is None:
-            raise Conflict(f"user {email} already exists")
-        await insight_store.audit(conn, None, ident.actor, "user.create", f"user:{email}", None, {"role": role})
+    uid = await org.create_user(ctx, email, role, secret)
     out = {"id": uid, "email": email, "role": role}
     if not body.get("secret"):
         out["secret"] = secret

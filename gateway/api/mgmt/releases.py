@@ -9,30 +9,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import POOL, SETTINGS, SIGNER
 from gateway.api.artifacts import new_upload_token
-from gateway.http.errors import add_route
-from gateway.domain.errors import BadRequest, NotFound
-from gateway.api.mgmt.auth import context_for, project_for
-from gateway.api.mgmt.common import P, body_json, data, refresh
-from gateway.domain.fields import iso, need_str
-from gateway.services import projects, releases
+from gateway.api.mgmt.auth import context_for
+from gateway.api.mgmt.common import P, body_json, data
+from gateway.appkeys import SETTINGS, SIGNER
+from gateway.domain.errors import BadRequest
+from gateway.domain.fields import need_str
 from gateway.domain.versions import check_version
-from gateway.store import db as db_store
-from gateway.store import insight as insight_store
-from gateway.store import projects as projects_store
-from gateway.store import releases as releases_store
-
+from gateway.http.errors import add_route
+from gateway.services import projects, releases
 
 # -- projects, software types ----------------------------------------------------------------
 
 async def get_project(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    return data({"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
-                 "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
-                 "ddi_software_type": p["ddi_software_type"], "ddi_hardware_version": p["ddi_hardware_version"],
-                 "poll_limit_per_minute": p["poll_limit_per_minute"],
-                 "created_date": iso(p["created_at"])})
+    return data(projects.project_json((await context_for(request)).project))
 
 
 async def patch_project(request: web.Request) -> web.Response:
@@ -61,76 +51,41 @@ async def patch_project(request: web.Request) -> web.Response:
     return await get_project(request)
 
 
-def _signing_key_json(row) -> dict:
-    from gateway.crypto import ed25519, manifests
-
-    public = bytes(row["public_key"])
-    return {"algorithm": "ed25519", "key_id": manifests.key_id(public), "public_key_pem": ed25519.public_key_pem(public),
-            "public_key": public.hex(), "created_date": iso(row["created_at"])}
-
-
 async def get_signing_key(request: web.Request) -> web.Response:
     """GET P/signing-key: the public key release manifests are signed with."""
-    _, p = await project_for(request)
-    row = await projects_store.signing_key(request.app[POOL], p["id"])
-    if row is None:
-        raise NotFound("this project signs no manifests: POST signing-key to create a key")
-    return data(_signing_key_json(row))
+    return data(await projects.get_signing_key(await context_for(request)))
 
 
 async def create_signing_key(request: web.Request) -> web.Response:
     """POST P/signing-key: create (or rotate) the project's Ed25519 manifest key. The private key
     stays in the database; only the public key is ever returned."""
-    from gateway.crypto import ed25519
-
-    ident, p = await project_for(request)
-    ident.require("manager")
+    ctx = await context_for(request)
+    ctx.ident.require("manager")
     await body_json(request, {})
-    seed = ed25519.new_seed()
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        before = await projects_store.signing_key(conn, p["id"])
-        await projects_store.set_signing_key(conn, p["id"], seed, ed25519.public_key(seed))
-        row = await projects_store.signing_key(conn, p["id"])
-        await insight_store.audit(conn, p["id"], ident.actor, "signing_key.rotate" if before else "signing_key.create",
-                          f"project:{p['slug']}", before and {"public_key": bytes(before["public_key"]).hex()},
-                          {"public_key": bytes(row["public_key"]).hex()})
-        await db_store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
-    return data(_signing_key_json(row), status=201)
+    return data(await projects.rotate_signing_key(ctx), status=201)
 
 
 async def delete_signing_key(request: web.Request) -> web.Response:
-    ident, p = await project_for(request)
-    ident.require("manager")
+    ctx = await context_for(request)
+    ctx.ident.require("manager")
     await body_json(request, {})
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if not await projects_store.delete_signing_key(conn, p["id"]):
-            raise NotFound("this project has no signing key")
-        await insight_store.audit(conn, p["id"], ident.actor, "signing_key.delete", f"project:{p['slug']}", None, None)
-        await db_store.notify(conn, f"project:{p['id']}")
-    await refresh(request, f"project:{p['id']}")
+    await projects.delete_signing_key(ctx)
     return web.Response(status=204)
 
 
 async def software_type_values(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    rows = await projects_store.list_software_types(request.app[POOL], p["id"])
-    return data([{"name": r["name"]} for r in rows])
+    return data([{"name": name} for name in await releases.software_types(await context_for(request))])
 
 
 async def software_version(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
-    rel = await releases_store.find_release(request.app[POOL], p["id"], request.match_info["type"],
-                                   request.match_info["version"], None)
-    if rel is None:
-        raise NotFound("software version not found")
-    return data({"version": rel["version"], "software_type": rel["software_type"], "release_id": rel["id"]})
+    ctx = await context_for(request)
+    return data(await releases.software_version(ctx, request.match_info["type"], request.match_info["version"]))
 
 
 # -- uploads and releases -----------------------------------------------------------------------
 
 async def create_upload(request: web.Request) -> web.Response:
-    _, p = await project_for(request)
+    ctx = await context_for(request)
     # memfault-cli 1.x sends the kind of file (OTA_PAYLOAD, ...) and its size
     body = await body_json(request, {"kind": None, "size": None})
     settings = request.app[SETTINGS]
@@ -141,7 +96,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise BadRequest(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes",
                          type="file_too_big")
     token = new_upload_token()
-    await releases_store.create_upload(request.app[POOL], p["id"], token, settings.upload_ttl)
+    await releases.create_upload(ctx, token, settings.upload_ttl)
     signer = request.app[SIGNER]
     url = signer.sign(f"/api/v0/uploads/{token}", signer.expiry() - signer.ttl + settings.upload_ttl)
     return data({"upload_url": url, "token": token})

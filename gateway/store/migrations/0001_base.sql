@@ -1,10 +1,8 @@
--- ota-gateway schema: the one source of DDL. Applied idempotently at every start-up.
--- Later changes go into numbered migrations recorded in schema_migrations.
-
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-);
+-- ota-gateway schema, migration 0001: the schema as of release 5c070d0, whose schema.sql every
+-- release up to it re-applied at each start. It is idempotent (IF NOT EXISTS, and the ALTERs that
+-- brought databases of earlier releases up to it), so it is also applied, once, to a database an
+-- earlier release made. Never edit it: a change is a new numbered file next to it.
+-- The ledger, schema_migrations, is created by gateway.store.db.apply_schema.
 
 -- Server-wide settings, e.g. the URL-signing secret shared by every worker and host.
 CREATE TABLE IF NOT EXISTS server_settings (
@@ -258,11 +256,6 @@ CREATE TABLE IF NOT EXISTS activation_requests (
     created_at       timestamptz NOT NULL DEFAULT now(),
     decided_at       timestamptz
 );
--- Any change that alters what a device of a cohort requiring approval gets is filed here, not only
--- activations: `action` names the change (domain.access), `params` what to carry out on approval.
-ALTER TABLE activation_requests ADD COLUMN IF NOT EXISTS params jsonb;
-ALTER TABLE activation_requests ALTER COLUMN release_id DROP NOT NULL;
-ALTER TABLE activation_requests DROP CONSTRAINT IF EXISTS activation_requests_action_check;
 
 CREATE TABLE IF NOT EXISTS audit_log (
     id          bigserial PRIMARY KEY,
