@@ -32,6 +32,14 @@ FAST_ROUTES = "fast device routes"
 
 # What the last check found; the fast paths read these. True until a check says otherwise (an
 # app built without `init_app`, as in tests of one fast path, gets the paths as tested).
+def index_key(canonical: str) -> str:
+    """The key aiohttp files a resource under in `router._resource_index`: its path up to the
+    segment of its first variable (fastroute relies on it; the check below verifies it)."""
+    if "{" in canonical:
+        canonical = canonical.partition("{")[0].rpartition("/")[0]
+    return canonical.rstrip("/") or "/"
+
+
 raw_answers = True    # rawresponse.answer
 fast_routes = True    # fastroute.install
 
@@ -117,15 +125,14 @@ def _probe_access_logger(app) -> str | None:
 def _probe_resource_index(app: web.Application) -> str | None:
     """fastroute reads `router._resource_index` (path prefix -> resources, in registration order)
     to know which resources aiohttp would try before a fast route's."""
-    from gateway.http.fastroute import _index_key
 
     index = getattr(app.router, "_resource_index", None)
     if not isinstance(index, dict):
         return "missing" if index is None else f"a {type(index).__name__}, not a dict"
     for resource in app.router.resources():
-        filed = index.get(_index_key(resource.canonical))
+        filed = index.get(index_key(resource.canonical))
         if not isinstance(filed, list) or resource not in filed:
-            return f"has no {resource.canonical!r} under the key {_index_key(resource.canonical)!r}"
+            return f"has no {resource.canonical!r} under the key {index_key(resource.canonical)!r}"
     return None
 
 

@@ -19,13 +19,7 @@ from aiohttp.web_urldispatcher import (
 )
 
 from gateway.http import compat
-
-
-def _index_key(canonical: str) -> str:
-    """The key aiohttp files a resource under: its path up to the segment of its first variable."""
-    if "{" in canonical:
-        canonical = canonical.partition("{")[0].rpartition("/")[0]
-    return canonical.rstrip("/") or "/"
+from gateway.http.compat import index_key
 
 
 class _Shape:
@@ -40,7 +34,7 @@ class _Shape:
         self.literals = tuple((i, p) for i, p in enumerate(parts) if not p.startswith("{"))
         self.variables = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p.startswith("{"))
         self.route = route
-        own = _index_key(route.resource.canonical)
+        own = index_key(route.resource.canonical)
         # e.g. `/ui` for `/{tenant}/controller/v1/{controllerId}`: `/ui/controller/v1/x` is the dashboard's
         self.shadows = {k for k in index_keys if len(k) > len(own) and self._could_prefix(k.split("/"), parts)}
         self.depths = sorted({k.count("/") + 1 for k in self.shadows})
@@ -82,7 +76,7 @@ def install(app: web.Application, method: str, paths: list[str]) -> None:
                         if isinstance(r, (DynamicResource, PlainResource)) and r.canonical == path)
         route = next(r for r in resource if r.method == method)
         shape = _Shape(path, route, index)
-        if resource not in index.get(_index_key(path), [resource])[:1]:
+        if resource not in index.get(index_key(path), [resource])[:1]:
             raise ValueError(f"{path} is not the first resource aiohttp tries for its paths")
         shapes.append(shape)
     slow = app.router.resolve
