@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from gateway.appkeys import (
 )
 from gateway.config import Settings
 from gateway.crypto.signing import UrlSigner
+from gateway.domain.errors import Unauthorized
 from gateway.fleet_metrics import FleetMetrics, build_info
 from gateway.http import compat, fastroute
 from gateway.http.errors import Inflight, add_route, json_response, not_found
@@ -45,9 +47,22 @@ FLEET = web.AppKey("fleet_metrics", FleetMetrics)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    extra = [build_info(), *await request.app[FLEET].families(request.app[POOL])]
+    """Prometheus exposition. With OTA_METRICS_TOKEN set it needs `Authorization: Bearer <token>`;
+    with OTA_METRICS_FLEET_LABELS=off it leaves out the fleet gauges that name projects, cohorts
+    and versions (what one organization must not learn about another)."""
+    settings = request.app[SETTINGS]
+    if settings.metrics_token and not _bearer_matches(request, settings.metrics_token):
+        raise Unauthorized("/metrics needs the metrics token (Authorization: Bearer ...)",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    fleet = await request.app[FLEET].families(request.app[POOL]) if settings.metrics_fleet_labels == "on" else []
+    extra = [build_info(), *fleet]
     return web.Response(body=METRICS.render(extra), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
+
+
+def _bearer_matches(request: web.Request, token: str) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -45,6 +45,8 @@ class Settings:
     bootstrap: dict = field(default_factory=dict)
     log_level: str = "INFO"
     pg_shared_buffers: str = "512MB"         # the embedded PostgreSQL's shared_buffers
+    metrics_token: str | None = None         # /metrics needs `Authorization: Bearer <this>` when set
+    metrics_fleet_labels: str = "on"         # "off": no per-organization families on /metrics
 
     @property
     def effective_public_url(self) -> str:
@@ -204,6 +206,10 @@ TABLE: tuple[Setting, ...] = (
             "requests a worker handles at once before answering 503", minimum=1),
     Setting("OTA_LOG_LEVEL", "log_level", "choice", Settings.log_level, "log level",
             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    Setting("OTA_METRICS_TOKEN", "metrics_token", "str", Settings.metrics_token,
+            "bearer token /metrics requires (unset: open to whoever reaches it)", secret=True),
+    Setting("OTA_METRICS_FLEET_LABELS", "metrics_fleet_labels", "choice", Settings.metrics_fleet_labels,
+            "per-organization fleet gauges on /metrics (project, cohort, version labels)", choices=("on", "off")),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in TABLE}

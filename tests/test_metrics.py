@@ -47,3 +47,25 @@ async def test_metrics_cover_requests_polls_and_the_fleet(client):
     assert any(k.startswith("ota_gateway_build_info{") for k in m)
     assert m["ota_gateway_checkin_buffer_depth"] == 0 and delta("ota_gateway_checkins_written_total") >= 3
     assert "MET1" not in await r.text()
+
+
+async def test_metrics_token_and_fleet_labels(aiohttp_client, settings):
+    """OTA_METRICS_TOKEN protects /metrics; OTA_METRICS_FLEET_LABELS=off drops the per-organization
+    fleet gauges (the process metrics stay)."""
+    from dataclasses import replace
+
+    from gateway.app import init_app
+
+    client = await aiohttp_client(init_app(replace(settings, metrics_token="s3cret-metrics", metrics_fleet_labels="off")))
+    r = await client.get("/metrics")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+    r = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+    text = await r.text()
+    assert r.status == 200 and "ota_gateway_build_info" in text
+    assert "ota_gateway_devices" not in text and "ota_gateway_release_actions" not in text
+
+
+async def test_metrics_show_fleet_gauges_by_default(client):
+    r = await client.get("/metrics")
+    assert r.status == 200 and "ota_gateway_cohort_devices" in await r.text()
