@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PORT   ?= 8080
+# OTA_PORT=… make run works as well as make run PORT=…
+PORT   ?= $(or $(OTA_PORT),8080)
 
 # Demo bootstrap used by `make run` (override on the command line or in the environment).
 OTA_ORG         ?= demo-org
@@ -33,13 +34,20 @@ postgres:
 	    echo "PostgreSQL server binaries are missing: install the 'postgresql' package, or set DATABASE_URL"; exit 1; \
 	fi
 
+# The demo credentials are printed once the gateway answers, after everything else the first run
+# prints (installation, the embedded PostgreSQL), so they are the last thing on the screen.
 run: install postgres
-	@echo "ota-gateway on http://127.0.0.1:$(PORT)"
-	@echo "  organization: $(OTA_ORG)   project: $(OTA_PROJECT)"
-	@echo "  org token:    $(OTA_ORG_TOKEN)"
-	@echo "  project key:  $(OTA_PROJECT_KEY)"
-	OTA_ORG=$(OTA_ORG) OTA_PROJECT=$(OTA_PROJECT) OTA_ORG_TOKEN=$(OTA_ORG_TOKEN) OTA_PROJECT_KEY=$(OTA_PROJECT_KEY) \
-	  $(BIN)/ota-gateway serve --port $(PORT)
+	@OTA_ORG=$(OTA_ORG) OTA_PROJECT=$(OTA_PROJECT) OTA_ORG_TOKEN=$(OTA_ORG_TOKEN) OTA_PROJECT_KEY=$(OTA_PROJECT_KEY) \
+	  $(BIN)/ota-gateway serve --port $(PORT) & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	for i in $$(seq 1 600); do \
+	  if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+	      http://127.0.0.1:$(PORT)/readyz 2>/dev/null; then \
+	    printf '\n  ota-gateway is ready on http://127.0.0.1:%s   (dashboard: /ui/, stop: Ctrl-C)\n' $(PORT); \
+	    printf '    organization  %s\n    project       %s\n    org token     %s\n    project key   %s\n\n' \
+	      $(OTA_ORG) $(OTA_PROJECT) $(OTA_ORG_TOKEN) $(OTA_PROJECT_KEY); break; fi; \
+	  kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	wait $$pid
 
 # Debian packages the test suite drives for real: swupdate (a hawkBit DDI device, with openssl to
 # sign its test images), nginx (`nginx -t` on deploy/) and chromium (the dashboard's browser test,
