@@ -50,19 +50,37 @@ async def prepare_database(settings: Settings) -> None:
         await conn.close()
 
 
-def _listen_socket(settings: Settings) -> socket.socket:
-    """The listening socket, bound once by the supervisor and inherited by every worker: one
-    shared accept queue, so a worker that stops never drops connections queued to it (separate
-    SO_REUSEPORT sockets would). SO_REUSEPORT is still set so a second instance can bind the
-    port during a blue/green switch."""
+def _bind(settings: Settings, *, reuseport: bool) -> socket.socket:
+    """A listening socket on the gateway's address (SO_REUSEPORT only for the per-worker sockets
+    of `reuseport` mode, which the supervisor binds itself: no other process can join them)."""
     info = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(info[4])
-    sock.listen(4096)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart past TIME_WAIT, not a listener
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(info[4])
+        sock.listen(4096)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
+
+
+def listen_sockets(settings: Settings) -> dict[int, socket.socket]:
+    """The socket each worker slot accepts on, bound by the supervisor and kept open by it for the
+    gateway's whole life, so connections queued to a slot survive its worker being replaced.
+
+    `reuseport` (default): a socket per slot, the kernel spreads connections over them; the
+    replacement of a worker inherits its slot's socket and accepts what queued meanwhile, with
+    default kernel settings. `shared`: one accept queue for every worker. Either way a port
+    another process listens on is refused: first bound without SO_REUSEPORT, as a probe."""
+    probe = _bind(settings, reuseport=False)  # fails if anyone (even with SO_REUSEPORT) listens
+    if settings.listen_mode == "shared":
+        return {slot: probe for slot in range(settings.workers)}
+    probe.close()
+    return {slot: _bind(settings, reuseport=True) for slot in range(settings.workers)}
 
 
 def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_fd: int | None = None) -> None:
@@ -84,10 +102,7 @@ def _run_worker(settings: Settings, *, sock: socket.socket | None = None, ready_
                 os.close(ready_fd)
 
     try:
-        if sock is None:
-            target = {"host": settings.host, "port": settings.port, "reuse_port": True}
-        else:
-            target = {"sock": sock}
+        target = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
         # access_log=None: no access log. A line per device poll would cost more than the poll, and
         # the raw poll answers (gateway/http/rawresponse.py) carry nothing aiohttp's AccessLogger
         # could read; rawresponse.answer falls back to web.Response on a connection that logs.
@@ -103,10 +118,8 @@ class Supervisor:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        # "shared": one accept queue for all workers (no connection lost when a worker stops);
-        # "reuseport": a socket per worker, the kernel spreads connections evenly (faster under
-        # load, but connections queued to a stopping worker are reset)
-        self.sock = _listen_socket(settings) if settings.listen_mode == "shared" else None
+        # bound here, before any worker, and never closed while the gateway runs (listen_sockets)
+        self.socks = listen_sockets(settings)
         # the check-in written state, shared by every worker forked from here (and their successors)
         seen.share()
         # quiet DDI device states, likewise: loaded once per host, not once per worker
@@ -130,7 +143,7 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(self.settings, sock=self.sock, ready_fd=w)
+                _run_worker(self.settings, sock=self.socks[slot], ready_fd=w)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -207,15 +220,17 @@ def serve(args: argparse.Namespace) -> int:
         log.info("embedded PostgreSQL running from %s", pg.pgdata)
     try:
         asyncio.run(prepare_database(settings))
-        print(f"ota-gateway {__version__} listening on http://{settings.host}:{settings.port} "
-              f"(public URL {settings.effective_public_url}, {settings.workers} worker(s))", flush=True)
         with tempfile.TemporaryDirectory(prefix="ota-metrics-") as mdir:
             settings.metrics_dir = mdir
             try:
                 supervisor = Supervisor(settings)
             except OSError as e:
-                print(f"ota-gateway: cannot listen on {settings.host}:{settings.port}: {e.strerror}", file=sys.stderr)
+                print(f"ota-gateway: cannot listen on {settings.host}:{settings.port}: {e.strerror} "
+                      "(is another gateway or program using the port?)", file=sys.stderr)
                 return 2
+            print(f"ota-gateway {__version__} listening on http://{settings.host}:{settings.port} "
+                  f"(public URL {settings.effective_public_url}, {settings.workers} worker(s), "
+                  f"{settings.listen_mode})", flush=True)
             supervisor.run()
     finally:
         if pg is not None:

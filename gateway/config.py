@@ -40,7 +40,7 @@ class Settings:
     grace_period: float = 10.0               # graceful shutdown
     max_inflight: int = 1024                 # concurrent requests per process before shedding (503)
     accel_redirect: str | None = None        # e.g. /_artifacts/: nginx serves artifact bytes
-    listen_mode: str = "shared"              # shared accept queue, or "reuseport" (socket per worker)
+    listen_mode: str = "reuseport"           # a socket per worker (held by the supervisor), or "shared"
     metrics_dir: str | None = None
     bootstrap: dict = field(default_factory=dict)
     log_level: str = "INFO"
@@ -171,7 +171,7 @@ TABLE: tuple[Setting, ...] = (
     Setting("OTA_WORKERS", "workers", "int", _cpu_count, "worker processes sharing the port", flag="--workers",
             minimum=1, shown="CPU count"),
     Setting("OTA_LISTEN_MODE", "listen_mode", "choice", Settings.listen_mode,
-            "how workers share the port: one accept queue (shared) or a socket each (reuseport)",
+            "how workers share the port: a socket each (reuseport) or one accept queue (shared)",
             choices=("shared", "reuseport")),
     Setting("OTA_PUBLIC_URL", "public_url", "url", Settings.public_url,
             "base of every absolute URL handed to devices", flag="--public-url"),
