@@ -41,9 +41,11 @@ from gateway.memory.mirror import Mirror
 from gateway.memory.ratelimit import PollLimiter
 from gateway.metrics import METRICS
 from gateway.services import Resources
+from gateway.services import retention as retention_service
 from gateway.store import db as db_store
 
 FLEET = web.AppKey("fleet_metrics", FleetMetrics)
+RETENTION = web.AppKey("retention", retention_service.RetentionJob)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -120,6 +122,14 @@ async def _resources(app: web.Application):
         await pool.close()
 
 
+async def _retention(app: web.Application):
+    """Prune old history, feedback and audit rows: every process tries, one per period runs."""
+    job = app[RETENTION] = retention_service.RetentionJob(app[POOL], retention_service.policies(app[SETTINGS]))
+    job.start()
+    yield
+    await job.stop()
+
+
 async def _write_snapshots() -> None:
     while True:
         await asyncio.sleep(1.0)
@@ -138,6 +148,8 @@ def init_app(settings: Settings) -> web.Application:
     Inflight.cap = settings.max_inflight
     app[artifacts.BLOBS] = artifacts.BlobStore(settings.effective_storage_dir)
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_retention)
+    app.cleanup_ctx.append(artifacts.housekeeping)  # expired uploads, stale temporary files
     memfault_api.setup(app)
     manage.setup(app)
     manage_fleet.setup(app)

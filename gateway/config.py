@@ -9,6 +9,7 @@ A value that does not parse (`OTA_WORKERS=abc`) or is out of range stops the sta
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -40,13 +41,17 @@ class Settings:
     grace_period: float = 10.0               # graceful shutdown
     max_inflight: int = 1024                 # concurrent requests per process before shedding (503)
     accel_redirect: str | None = None        # e.g. /_artifacts/: nginx serves artifact bytes
-    listen_mode: str = "reuseport"           # a socket per worker (held by the supervisor), or "shared"
+    listen_mode: str = "shared"              # one accept queue, or "reuseport" (a socket per worker)
     metrics_dir: str | None = None
     bootstrap: dict = field(default_factory=dict)
     log_level: str = "INFO"
     pg_shared_buffers: str = "512MB"         # the embedded PostgreSQL's shared_buffers
     metrics_token: str | None = None         # /metrics needs `Authorization: Bearer <this>` when set
     metrics_fleet_labels: str = "on"         # "off": no per-organization families on /metrics
+    trusted_proxies: str = ""                # proxies whose X-Forwarded-For names the client (CIDRs)
+    retain_history_days: int = 180           # version history kept (0: forever); each device's newest row always
+    retain_feedback_days: int = 180          # DDI feedback of closed actions kept (0: forever)
+    retain_audit_days: int = 730             # audit log kept (0: forever)
 
     @property
     def effective_public_url(self) -> str:
@@ -83,7 +88,8 @@ class Settings:
 
 # -- the table --------------------------------------------------------------------------------
 
-_KINDS = {"str": "text", "int": "a whole number", "float": "a number", "url": "a URL", "choice": "one of"}
+_KINDS = {"str": "text", "int": "a whole number", "float": "a number", "url": "a URL", "choice": "one of",
+          "cidrs": "comma-separated IP addresses or CIDRs"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,13 @@ class Setting:
                 raise bad(_KINDS[self.type] + self._range_text())
             return number
         text = str(value).strip()
+        if self.type == "cidrs":
+            try:
+                for part in filter(None, (p.strip() for p in text.split(","))):
+                    ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise bad(_KINDS["cidrs"]) from None
+            return text
         if self.type == "choice":
             for c in self.choices:
                 if text.lower() == c.lower():
@@ -171,7 +184,7 @@ TABLE: tuple[Setting, ...] = (
     Setting("OTA_WORKERS", "workers", "int", _cpu_count, "worker processes sharing the port", flag="--workers",
             minimum=1, shown="CPU count"),
     Setting("OTA_LISTEN_MODE", "listen_mode", "choice", Settings.listen_mode,
-            "how workers share the port: a socket each (reuseport) or one accept queue (shared)",
+            "how workers share the port: one accept queue (shared) or a socket each (reuseport)",
             choices=("shared", "reuseport")),
     Setting("OTA_PUBLIC_URL", "public_url", "url", Settings.public_url,
             "base of every absolute URL handed to devices", flag="--public-url"),
@@ -210,6 +223,15 @@ TABLE: tuple[Setting, ...] = (
             "bearer token /metrics requires (unset: open to whoever reaches it)", secret=True),
     Setting("OTA_METRICS_FLEET_LABELS", "metrics_fleet_labels", "choice", Settings.metrics_fleet_labels,
             "per-organization fleet gauges on /metrics (project, cohort, version labels)", choices=("on", "off")),
+    Setting("OTA_TRUSTED_PROXIES", "trusted_proxies", "cidrs", Settings.trusted_proxies,
+            "reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client"),
+    Setting("OTA_RETAIN_HISTORY_DAYS", "retain_history_days", "int", Settings.retain_history_days,
+            "days of device version history kept (0: forever; a device's newest version always)", minimum=0,
+            maximum=36500),
+    Setting("OTA_RETAIN_FEEDBACK_DAYS", "retain_feedback_days", "int", Settings.retain_feedback_days,
+            "days of DDI feedback kept (0: forever; an open action's always)", minimum=0, maximum=36500),
+    Setting("OTA_RETAIN_AUDIT_DAYS", "retain_audit_days", "int", Settings.retain_audit_days,
+            "days of audit log kept (0: forever)", minimum=0, maximum=36500),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in TABLE}

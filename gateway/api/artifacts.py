@@ -1,96 +1,48 @@
-"""Artifact storage and delivery.
+"""Artifact uploads and delivery.
 
-Storage is content-addressed: `<storage>/<sha256[:2]>/<sha256>`. Uploads stream to a temporary
-file while hashing, and are renamed into place only when complete, so a crash never leaves a
-half-written payload visible. Downloads come from signed URLs and are served with
-`delivery.send_blob` (Range / 206, HEAD, sha256 ETag, conditional requests, sidecars).
+Storage is content-addressed (`gateway.memory.blobs`). An upload URL is single-use and bounded
+by the size given when it was created (and the project-wide limit): its PUT claims the upload,
+streams the bytes to a temporary file while hashing, records the blob on the upload's row, renames
+it into place and marks the upload complete. Uploads that expire unused are removed by the
+housekeeping task, with their blobs when nothing else refers to them. Downloads come from signed
+URLs and are served with `delivery.send_blob` (Range / 206, HEAD, sha256 ETag, conditional
+requests, sidecars).
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
+import logging
 import secrets
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
+from gateway.aio import cancel_and_wait
 from gateway.appkeys import MIRROR, POOL, SETTINGS, SIGNER
-from gateway.domain.errors import Forbidden, NotFound, TooLarge
-from gateway.http.delivery import send_blob, write_gzip_sidecar
+from gateway.domain.errors import Conflict, Forbidden, Gone, NotFound, TooLarge
+from gateway.http.delivery import send_blob
 from gateway.http.errors import add_route
+from gateway.memory.blobs import BlobStore, StoredBlob
+from gateway.services import releases as releases_service
 from gateway.store import releases as releases_store
 
-CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBlob:
-    size: int
-    sha256: str
-    md5: str
-    sha1: str
-
-
-class BlobStore:
-    def __init__(self, root: str | os.PathLike, *, stale_after: float = 3600.0):
-        self.root = Path(root)
-        self.tmp = self.root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.remove_stale(stale_after)
-
-    def remove_stale(self, older_than: float) -> int:
-        """Delete partial uploads left by a crash. An upload in progress (in any process sharing
-        the store) keeps touching its file, so only long-untouched ones go."""
-        import time
-
-        removed = 0
-        for f in self.tmp.glob("upload-*"):
-            try:
-                if time.time() - f.stat().st_mtime > older_than:
-                    f.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
-
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    async def receive(self, content, max_size: int) -> StoredBlob:
-        """Stream an aiohttp body into the store; raises TooLarge past `max_size`."""
-        hashes = (hashlib.sha256(), hashlib.md5(), hashlib.sha1())
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                async for chunk in content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > max_size:
-                        raise TooLarge(f"Uploaded file is too big: the limit is {max_size} bytes")
-                    for h in hashes:
-                        h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            blob = StoredBlob(size, *(h.hexdigest() for h in hashes))
-            final = self.path(blob.sha256)
-            final.parent.mkdir(exist_ok=True)
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, final)  # atomic: readers see the whole file or none
-            return blob
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-
-
 BLOBS = web.AppKey("blobs", BlobStore)
+CLEANUP_INTERVAL = 300.0  # seconds between housekeeping runs
+CLEANUP_BATCH = 200  # expired uploads removed per run at most
+log = logging.getLogger(__name__)
 
 
 def new_upload_token() -> str:
     return "up_" + secrets.token_urlsafe(18)
+
+
+def _limit(max_upload_size: int, declared: int | None) -> tuple[int, str]:
+    """The PUT's size limit and the message when it is over."""
+    if declared is not None and declared < max_upload_size:
+        return declared, f"Uploaded file is too big: the upload was created for {declared} bytes"
+    return max_upload_size, f"Uploaded file is too big: the limit is {max_upload_size} bytes"
+
+
+_USED = "this upload URL has been used already (an upload is single-use); create another upload"
 
 
 async def put_upload(request: web.Request) -> web.Response:
@@ -102,14 +54,62 @@ async def put_upload(request: web.Request) -> web.Response:
     upload = await releases_store.get_upload(pool, token)
     if upload is None:
         raise NotFound("unknown upload token")
-    settings = request.app[SETTINGS]
-    if request.content_length is not None and request.content_length > settings.max_upload_size:
-        raise TooLarge(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes")
-    blob = await request.app[BLOBS].receive(request.content, settings.max_upload_size)
-    # compress once here, never per request; kept only where it pays (firmware rarely does)
-    await asyncio.get_running_loop().run_in_executor(None, write_gzip_sidecar, request.app[BLOBS].path(blob.sha256))
-    await releases_store.complete_upload(pool, token, blob.size, blob.sha256, blob.md5, blob.sha1)
+    if upload["status"] != "pending":
+        raise Conflict(_USED, type="upload_used")
+    limit, too_large = _limit(request.app[SETTINGS].max_upload_size, upload["max_size"])
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(too_large)
+    if not await releases_store.claim_upload(pool, token):
+        raise Conflict(_USED, type="upload_used")  # another PUT got there first
+    try:
+        blob = await _store(request, token, limit, too_large)
+    except BaseException:
+        try:  # the PUT failed: its URL may be used again
+            await releases_store.release_upload(pool, token)
+        except Exception as e:  # the database is down: the upload stays claimed until it expires
+            log.warning("upload %s stays claimed: %s", token, type(e).__name__)
+        raise
     return web.Response(status=200, headers={"ETag": f'"{blob.md5}"'})
+
+
+async def _store(request: web.Request, token: str, limit: int, too_large: str) -> StoredBlob:
+    pool, blobs = request.app[POOL], request.app[BLOBS]
+    received = await blobs.receive(request.content, limit, too_large)
+    try:
+        blob = received.blob
+        # on the row before the blob is in place: the cleanup keeps a blob an upload refers to
+        async with pool.acquire() as conn:
+            if not await releases_store.record_upload_blob(conn, token, blob.sha256):
+                raise Gone("the upload expired and was removed while its bytes were received")
+        await asyncio.get_running_loop().run_in_executor(None, blobs.place, received)
+        await releases_store.complete_upload(pool, token, blob.size, blob.sha256, blob.md5, blob.sha1)
+        return blob
+    finally:
+        blobs.discard(received)
+
+
+async def clean_up(app: web.Application) -> None:
+    """One housekeeping run: stale temporary files, and expired unused uploads (bounded)."""
+    blobs = app[BLOBS]
+    temps = blobs.remove_stale()
+    rows, removed = await releases_service.remove_unused_uploads(app[POOL], blobs, limit=CLEANUP_BATCH)
+    if rows or removed or temps:
+        log.info("upload cleanup: %d expired uploads, %d blobs, %d temporary files removed", rows, removed, temps)
+
+
+async def housekeeping(app: web.Application):
+    """cleanup_ctx: `clean_up` at start and every CLEANUP_INTERVAL seconds."""
+    async def loop():
+        while True:
+            try:
+                await clean_up(app)
+            except Exception:
+                log.exception("upload cleanup failed; retrying in %.0f s", CLEANUP_INTERVAL)
+            await asyncio.sleep(CLEANUP_INTERVAL)
+
+    task = asyncio.create_task(loop())
+    yield
+    await cancel_and_wait(task)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

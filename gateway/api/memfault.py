@@ -12,9 +12,11 @@ from aiohttp import web
 
 from gateway.appkeys import DEVICE, DeviceContext
 from gateway.crypto import manifests
+from gateway.http.client_ip import client_address
 from gateway.http.errors import add_route, error_response
 from gateway.http.query import query_params
 from gateway.http.rawresponse import Head, answer
+from gateway.memory.auth_guard import AUTH_FAILURES, FailureLimits
 from gateway.memory.mirror import SERIAL_RE_TEXT as SERIAL_RE
 from gateway.memory.mirror import PayloadView, ProjectView, ReleaseView
 from gateway.metrics import METRICS
@@ -84,7 +86,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     # keys are ASCII; anything else (header bytes that are not UTF-8, too) cannot match one
     info = mirror.key_info(key) if key else None
     if info is None:
-        return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
+        return _refused(request)
     project: ProjectView | None = mirror.projects.get(info.project_id)
     if project is None:  # a key created a moment before its project reached this process
         return error_response(503, "project is loading; retry", "unavailable", {"Retry-After": "1"})
@@ -144,6 +146,16 @@ def _render(request: web.Request, ctx: DeviceContext, project: ProjectView, rel:
     return answer(request, _head(200, reason), hit[1])
 
 
+def _refused(request: web.Request) -> web.Response:
+    """403 for a missing or unknown project key (from memory, no database), counted against the
+    source: past its limit of failures, 429 with Retry-After (memory/auth_guard)."""
+    retry = request.app[AUTH_FAILURES].failed(client_address(request))
+    if retry is None:
+        return error_response(403, "Memfault-Project-Key is missing or invalid", "forbidden")
+    return error_response(429, "too many failed authentications from this address", "rate_limited",
+                          {"Retry-After": str(retry)})
+
+
 async def latest(request: web.Request) -> web.Response:
     """GET /api/v0/releases/latest — the release this device should install next (JSON)."""
     return await _poll(request, as_url=False)
@@ -160,5 +172,6 @@ POLL_PATHS = (LATEST_URL, LATEST)
 
 
 def setup(app: web.Application) -> None:
+    app[AUTH_FAILURES] = FailureLimits()  # the device routes' failed authentications (DDI's too)
     add_route(app, "GET", LATEST, latest)
     add_route(app, "GET", LATEST_URL, latest_url)

@@ -26,6 +26,12 @@ def hash_user_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
+def unmatchable_user_secret_hash() -> str:
+    """A stored-hash look-alike (random salt, random digest) that no secret matches: verifying
+    against it costs exactly what verifying against a real one does (for unknown accounts)."""
+    return f"scrypt${secrets.token_hex(16)}${secrets.token_hex(32)}"
+
+
 def verify_user_secret(secret: str, stored: str) -> bool:
     try:
         scheme, salt_hex, _ = stored.split("$")

@@ -69,3 +69,13 @@ class UnsupportedMediaType(ApiError):
 class HeadersTooLarge(ApiError):
     """Too many or too large request header fields."""
     type = "header_fields_too_large"
+
+
+class StorageFailed(ApiError):
+    """The artifact storage could not store or read a file (a file-system error, not the database)."""
+    type = "storage_failed"
+
+
+class StorageFull(StorageFailed):
+    """The artifact storage is out of space (or quota)."""
+    type = "insufficient_storage"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
 from pathlib import Path
 
 import orjson
@@ -207,22 +206,3 @@ async def _send(request: web.Request, resp: web.StreamResponse, path: Path, offs
                 raise ConnectionResetError("file shrank while sending")
             await resp.write(chunk)
             remaining -= len(chunk)
-
-
-def write_gzip_sidecar(path: Path, *, min_saving: float = 0.1, max_size: int = 256 * 1024 * 1024) -> bool:
-    """Compress once at upload time, keep the sidecar only if it saves at least `min_saving`."""
-    import gzip
-
-    size = path.stat().st_size
-    if size < 4096 or size > max_size:
-        return False
-    tmp = path.with_name(path.name + ".gz.tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as raw, \
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as dst:
-        while chunk := src.read(CHUNK):
-            dst.write(chunk)
-    if tmp.stat().st_size > size * (1 - min_saving):
-        tmp.unlink()
-        return False
-    os.replace(tmp, path.with_name(path.name + ".gz"))
-    return True

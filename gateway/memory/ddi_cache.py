@@ -5,6 +5,9 @@ Whoever changes it durably (feedback, configData, a new action, the management A
 local entry and sends `ddi:<project>:<serial>:<origin>`; other processes drop theirs when the
 mirror hands them that message (or `device:<project>:<serial>`). A process ignores its own
 messages: it already dropped the entry when it wrote.
+
+Only an authenticated device gets an entry: a TargetToken is checked first (`peek`, the
+TargetTokens the database rejected in `rejected`, else one index probe), see ddi_loader.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from aiohttp import web
 
 from gateway.domain import notify
 from gateway.domain.ddi_actions import ActionView, DeviceState
+from gateway.memory.auth_guard import RejectedTokens
 from gateway.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -57,6 +61,7 @@ class DeviceCache:
         self.loads = 0
         self.shared_hits = 0
         self.epoch = 0  # the mirror's reconnect count this cache is valid for
+        self.rejected = RejectedTokens()  # TargetTokens the database did not accept
 
     def follow(self, epoch: int) -> None:
         """Forget everything when the mirror reconnected: notifications sent meanwhile were lost."""
@@ -64,6 +69,7 @@ class DeviceCache:
             self.epoch = epoch
             self.generation += 1
             self._items.clear()
+            self.rejected.clear()
             if self.shared is not None:
                 self.shared.clear()
 
@@ -84,6 +90,13 @@ class DeviceCache:
                 self.shared_hits += 1
                 METRICS.inc("ota_gateway_ddi_shared_hits")
                 self._keep(key, state)
+        return state
+
+    def peek(self, key: tuple[int, str], learn: Callable[[], Iterable[str]] | None = None) -> DeviceState | None:
+        """Like `get`, for a caller not authenticated yet: nothing is kept or moved."""
+        state = self._items.get(key)
+        if state is None and self.shared is not None:
+            state = self.shared.get(*key, learn)
         return state
 
     def token(self) -> tuple[int, int]:
@@ -115,9 +128,12 @@ class DeviceCache:
         return notify.ddi(project_id, serial, self.origin)
 
     def on_message(self, msg: notify.Message) -> None:
-        """Mirror hook: drop entries named by `ddi` (from other processes) and `device` messages."""
+        """Mirror hook: drop entries named by `ddi` (from other processes) and `device` messages;
+        a `device` message (a TargetToken set, too) voids the project's rejected tokens."""
         if msg.kind == "device" or (msg.kind == "ddi" and msg.origin != self.origin):
             self.invalidate((msg.project, msg.serial))
+        if msg.kind in ("device", "devices"):
+            self.rejected.forget(msg.project)
 
 
 DDI_CACHE = web.AppKey("ddi_cache", DeviceCache)

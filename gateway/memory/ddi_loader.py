@@ -1,10 +1,14 @@
 """Batched loading of DDI device state: the first polls of many devices in one event-loop turn
 share one database round trip instead of one each (after a restart, a whole fleet is new to
-every worker)."""
+every worker). A TargetToken is checked before its device's state is loaded (`known_token` from
+memory, else `lookup_token`: index probes, batched the same way), so a request that fails
+authentication neither builds nor caches a state."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hmac
+import time
+from collections.abc import Callable, Hashable
 
 import asyncpg
 from aiohttp import web
@@ -18,18 +22,20 @@ from gateway.store import ddi as ddi_store
 _MAX_BATCH = 500  # serials per query
 
 
-class StateLoader:
-    """Coalesces concurrent `load` calls made in the same loop iteration into one query per project."""
+class _Batches:
+    """Coalesces concurrent `get` calls made in the same loop iteration into one
+    `fetch(conn, project_id, items)` per project (a dict by item; a missing item gets `missing`)."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool]):
+    def __init__(self, pool: Callable[[], asyncpg.Pool], fetch, missing=None):
         self._pool = pool
-        self._pending: dict[tuple[int, str], asyncio.Future] = {}
+        self._fetch = fetch
+        self._missing = missing
+        self._pending: dict[tuple[int, Hashable], asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self.batches = 0
 
-    async def load(self, project_id: int, serial: str) -> asyncpg.Record | None:
-        """The device's state row, or None for a serial the database does not know."""
-        key = (project_id, serial)
+    async def get(self, project_id: int, item: Hashable):
+        key = (project_id, item)
         fut = self._pending.get(key)
         if fut is None:
             loop = asyncio.get_running_loop()
@@ -48,25 +54,45 @@ class StateLoader:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: dict[tuple[int, str], asyncio.Future]) -> None:
+    async def _run(self, batch: dict[tuple[int, Hashable], asyncio.Future]) -> None:
         self.batches += 1
-        by_project: dict[int, list[str]] = {}
-        for pid, serial in batch:
-            by_project.setdefault(pid, []).append(serial)
+        by_project: dict[int, list] = {}
+        for pid, item in batch:
+            by_project.setdefault(pid, []).append(item)
         try:
             async with self._pool().acquire() as conn:
-                for pid, serials in by_project.items():
-                    rows = await ddi_store.load_device_states(conn, pid, serials)
-                    for serial in serials:
-                        fut = batch[(pid, serial)]
+                for pid, items in by_project.items():
+                    rows = await self._fetch(conn, pid, items)
+                    for item in items:
+                        fut = batch[(pid, item)]
                         if not fut.done():
-                            fut.set_result(rows.get(serial))
+                            fut.set_result(rows.get(item, self._missing))
         except BaseException as e:
             for fut in batch.values():
                 if not fut.done():
                     fut.set_exception(e if isinstance(e, Exception) else ConnectionError("state load stopped"))
             if not isinstance(e, Exception):
                 raise
+
+
+class StateLoader:
+    """Device states (and TargetToken checks), each kind batched per loop iteration (`_Batches`)."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool]):
+        self._states = _Batches(pool, ddi_store.load_device_states)
+        self._tokens = _Batches(pool, ddi_store.token_owners, (False, False))
+
+    @property
+    def batches(self) -> int:
+        return self._states.batches
+
+    async def load(self, project_id: int, serial: str) -> asyncpg.Record | None:
+        """The device's state row, or None for a serial the database does not know."""
+        return await self._states.get(project_id, serial)
+
+    async def check_token(self, project_id: int, serial: str, token_hash: str) -> tuple[bool, bool]:
+        """(whether the device has this TargetToken, whether any device of the project has it)."""
+        return await self._tokens.get(project_id, (serial, token_hash))
 
 
 def _retrieve(fut: asyncio.Future) -> None:
@@ -92,3 +118,27 @@ async def device_state(res, project: ProjectView, serial: str) -> DeviceState:
         METRICS.inc("ota_gateway_ddi_state_loads")
         cache.put((project_id, serial), state, token)
     return state
+
+
+def known_token(res, project: ProjectView, serial: str, token_hash: str) -> bool | None:
+    """Whether `token_hash` is the device's TargetToken, when memory can tell: by its cached state,
+    or a rejection remembered (`ddi_cache.rejected`); None when only the database can. Keeps nothing."""
+    cache: DeviceCache = res.ddi_cache
+    cache.follow(res.mirror.reconnects)
+    state = cache.peek((project.id, serial), project.strings)
+    if state is not None:
+        return state.token_hash is not None and hmac.compare_digest(state.token_hash, token_hash)
+    if cache.rejected.rejected(project.id, token_hash, serial, time.monotonic()):
+        return False
+    return None
+
+
+async def lookup_token(res, project: ProjectView, serial: str, token_hash: str) -> bool:
+    """Ask the database whether `token_hash` is the device's TargetToken: index probes batched with
+    concurrent ones, no device state built or cached. A token it does not accept is remembered."""
+    rejected = res.ddi_cache.rejected
+    epoch = rejected.epoch(project.id)
+    owner, known = await res.ddi_loader.check_token(project.id, serial, token_hash)
+    if not owner:
+        rejected.reject(project.id, token_hash, serial if known else None, epoch, time.monotonic())
+    return owner

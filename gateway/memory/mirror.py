@@ -93,6 +93,7 @@ class ProjectView:
     poll_limit: int | None = None              # polls per device per minute, per process
     signing_seed: bytes | None = None          # Ed25519 key signing release manifests, if set
     signing_key_id: str | None = None
+    ddi_gateway_token: bool = True             # the project key may act as a DDI GatewayToken
 
     # decisions by everything they depend on (software type, hardware, version, cohort, staged,
     # override): a fleet shares a handful of these; a view is rebuilt when releases change
@@ -178,7 +179,8 @@ def build_project_view(state: dict, devices: dict[str, DeviceView]) -> ProjectVi
         active=frozenset((k[0], k[1]) for k in tables), devices=devices,
         ddi_software_type=p["ddi_software_type"], ddi_hardware_version=p["ddi_hardware_version"],
         poll_limit=p["poll_limit_per_minute"], signing_seed=p["signing_seed"],
-        signing_key_id=manifests.key_id(ed25519.public_key(p["signing_seed"])) if p["signing_seed"] else None)
+        signing_key_id=manifests.key_id(ed25519.public_key(p["signing_seed"])) if p["signing_seed"] else None,
+        ddi_gateway_token=p["ddi_gateway_token"])
 
 
 def _device_view(row) -> DeviceView:

@@ -1,7 +1,8 @@
 """Project settings. Those that change how versions are read or which software type and
 hardware version a DDI device has (strict_semver, ddi_software_type, ddi_hardware_version)
 change what devices of every cohort get, so they pass the protected-cohort rule for every
-protected cohort of the project."""
+protected cohort of the project. `ddi_gateway_token` (whether the project key may act as a DDI
+GatewayToken) decides who may poll, not what a device gets."""
 from __future__ import annotations
 
 from gateway.crypto import ed25519, manifests
@@ -90,4 +91,5 @@ def project_json(p) -> dict:
     return {"id": p["id"], "slug": p["slug"], "name": p["name"], "organization": {"slug": p["org_slug"]},
             "strict_semver": p["strict_semver"], "ddi_tenant": p["slug"],
             "ddi_software_type": p["ddi_software_type"], "ddi_hardware_version": p["ddi_hardware_version"],
-            "poll_limit_per_minute": p["poll_limit_per_minute"], "created_date": iso(p["created_at"])}
+            "poll_limit_per_minute": p["poll_limit_per_minute"], "ddi_gateway_token": p["ddi_gateway_token"],
+            "created_date": iso(p["created_at"])}

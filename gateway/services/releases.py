@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from gateway.domain import notify
-from gateway.domain.errors import BadRequest, Conflict, NotFound
+from gateway.domain.errors import BadRequest, Conflict, NotFound, StorageFailed
 from gateway.domain.fields import iso
+from gateway.memory.blobs import BlobStore
 from gateway.services import Change, Context, protect
 from gateway.services.changes import Tx
 from gateway.services.protect import applier
@@ -64,10 +65,33 @@ async def software_version(ctx: Context, software_type: str, version: str) -> di
     return {"version": rel["version"], "software_type": rel["software_type"], "release_id": rel["id"]}
 
 
-async def create_upload(ctx: Context, token: str, ttl_seconds: int) -> None:
-    """Register an upload target `token` (bytes are PUT to its signed URL within `ttl_seconds`)."""
+async def create_upload(ctx: Context, token: str, ttl_seconds: int, max_size: int | None = None) -> None:
+    """Register an upload target `token`: its bytes, at most `max_size` when given, are PUT once
+    to its signed URL within `ttl_seconds`."""
     ctx.ident.require("editor")
-    await releases_store.create_upload(ctx.pool, ctx.pid, token, ttl_seconds)
+    await releases_store.create_upload(ctx.pool, ctx.pid, token, ttl_seconds, max_size)
+
+
+async def remove_unused_uploads(pool, blobs: BlobStore, *, grace: float = 3600.0, limit: int = 200) -> tuple[int, int]:
+    """Housekeeping (no caller, nothing to audit or announce): remove up to `limit` uploads expired
+    `grace` seconds ago and never attached to a release nor named by a pending approval request,
+    each with its blob unless a payload or another upload refers to it. (rows, blobs) removed."""
+    rows = blobs_removed = 0
+    async with pool.acquire() as conn:
+        for up in await releases_store.unused_uploads(conn, grace, limit):
+            sha = up["sha256"]
+            try:
+                async with conn.transaction():  # a PUT recording this blob waits for this (or this for it)
+                    if sha is not None:
+                        await releases_store.lock_blob(conn, sha)
+                    if not await releases_store.delete_unused_upload(conn, up["id"], grace):
+                        continue
+                    if sha is not None and not await releases_store.blob_referenced(conn, sha):
+                        blobs_removed += blobs.remove(sha)
+                    rows += 1
+            except StorageFailed:  # logged by the blob store; the row stays, for the next run
+                continue
+    return rows, blobs_removed
 
 
 async def software_types(ctx: Context) -> list[str]:

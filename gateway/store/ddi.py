@@ -15,6 +15,20 @@ async def load_device_states(conn, project_id: int, serials: list[str]) -> dict[
     return {r["serial"]: r for r in rows}
 
 
+async def token_owners(conn, project_id: int, checks: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, bool]]:
+    """For each (serial, TargetToken hash): whether that device of the project has this token, and
+    whether any device of it has: index-only probes of devices_ddi_token (migration 0003),
+    never a device's state."""
+    rows = await conn.fetch(
+        "SELECT t.serial, t.token_hash, "
+        "EXISTS (SELECT 1 FROM devices d WHERE d.project_id = $1 AND d.serial = t.serial "
+        "        AND d.ddi_token_hash = t.token_hash) AS owner, "
+        "EXISTS (SELECT 1 FROM devices d WHERE d.project_id = $1 AND d.ddi_token_hash = t.token_hash) AS known "
+        "FROM unnest($2::text[], $3::text[]) AS t(serial, token_hash)",
+        project_id, [s for s, _ in checks], [h for _, h in checks])
+    return {(r["serial"], r["token_hash"]): (r["owner"], r["known"]) for r in rows}
+
+
 async def ensure_device(conn, project_id: int, serial: str, hardware_version: str | None) -> int:
     """The device's id; an unknown serial joins the project's default cohort."""
     await conn.execute(

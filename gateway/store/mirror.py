@@ -22,7 +22,7 @@ async def load_project_state(conn, project_id: int) -> dict[str, Any]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         project = await conn.fetchrow(
             "SELECT p.id, p.slug, p.resolution_generation, p.ddi_software_type, p.ddi_hardware_version, "
-            "p.poll_limit_per_minute, o.slug AS org_slug, k.seed AS signing_seed "
+            "p.poll_limit_per_minute, p.ddi_gateway_token, o.slug AS org_slug, k.seed AS signing_seed "
             "FROM projects p JOIN organizations o ON o.id = p.org_id "
             "LEFT JOIN project_signing_keys k ON k.project_id = p.id "
             "WHERE p.id = $1",

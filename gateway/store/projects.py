@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncpg
 
-_PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute"}
+_PROJECT_SETTINGS = {"strict_semver", "ddi_software_type", "ddi_hardware_version", "poll_limit_per_minute",
+                     "ddi_gateway_token"}
 
 
 async def update_project(conn, project_id: int, changes: dict) -> None:

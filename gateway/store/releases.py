@@ -10,20 +10,84 @@ def _jsonable(rows: Iterable[asyncpg.Record]) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-async def create_upload(conn, project_id: int, token: str, ttl_seconds: int) -> None:
+async def create_upload(conn, project_id: int, token: str, ttl_seconds: int, max_size: int | None = None) -> None:
     await conn.execute(
-        "INSERT INTO uploads (project_id, token, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
-        project_id, token, ttl_seconds)
+        "INSERT INTO uploads (project_id, token, expires_at, max_size) "
+        "VALUES ($1, $2, now() + make_interval(secs => $3), $4)",
+        project_id, token, ttl_seconds, max_size)
 
 
 async def get_upload(conn, token: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM uploads WHERE token = $1", token)
+    """An upload by token. In a transaction (attaching it to a release), its row stays share-locked
+    until the commit, so the cleanup of expired uploads waits and then sees the new payload."""
+    return await conn.fetchrow("SELECT * FROM uploads WHERE token = $1 FOR SHARE", token)
+
+
+async def claim_upload(conn, token: str) -> bool:
+    """Start the one PUT of an upload: False when it is in progress or complete (or gone)."""
+    return await conn.fetchval(
+        "UPDATE uploads SET status = 'receiving', started_at = now() WHERE token = $1 AND status = 'pending' "
+        "RETURNING true", token) is not None
+
+
+async def release_upload(conn, token: str) -> None:
+    """A PUT that stored nothing: the upload can be PUT again (while its URL is valid)."""
+    await conn.execute(
+        "UPDATE uploads SET status = 'pending', started_at = NULL WHERE token = $1 AND status = 'receiving'", token)
+
+
+# (namespace, hashtext(sha256)): serialises a PUT recording the blob it stores with the cleanup
+# deciding whether that blob is still referred to (db uses 0x07A)
+_BLOB_LOCK_NS = 0x07B
+
+
+async def lock_blob(conn, sha256: str) -> None:
+    """Held until the end of the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _BLOB_LOCK_NS, sha256)
+
+
+async def record_upload_blob(conn: asyncpg.Connection, token: str, sha256: str) -> bool:
+    """Record the blob a PUT is about to rename into place (False: the upload is no longer being
+    received, e.g. removed by the cleanup): from the commit on, the cleanup keeps that blob."""
+    async with conn.transaction():
+        await lock_blob(conn, sha256)
+        return await conn.fetchval("UPDATE uploads SET sha256 = $2 WHERE token = $1 AND status = 'receiving' "
+                                   "RETURNING true", token, sha256) is not None
 
 
 async def complete_upload(conn, token: str, size: int, sha256: str, md5: str, sha1: str) -> None:
     await conn.execute(
         "UPDATE uploads SET status = 'complete', size = $2, sha256 = $3, md5 = $4, sha1 = $5 WHERE token = $1",
         token, size, sha256, md5, sha1)
+
+
+# expired, not attached to a release (no payload of its project has its bytes), not named by a
+# pending approval request (approving it attaches the upload), and not a PUT still running
+_UNUSED = """
+    u.expires_at < now() - make_interval(secs => $1)
+    AND (u.status <> 'receiving' OR u.started_at < now() - interval '1 day')
+    AND NOT EXISTS (SELECT 1 FROM payloads p JOIN releases r ON r.id = p.release_id
+                    WHERE p.sha256 = u.sha256 AND r.project_id = u.project_id)
+    AND NOT EXISTS (SELECT 1 FROM activation_requests q WHERE q.status = 'pending'
+                    AND q.action = 'release.add_payload' AND q.params->>'token' = u.token)"""
+
+
+async def unused_uploads(conn, grace_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """(id, sha256) of up to `limit` uploads expired `grace_seconds` ago and never used."""
+    return await conn.fetch(f"SELECT u.id, u.sha256 FROM uploads u WHERE {_UNUSED} ORDER BY u.expires_at LIMIT $2",
+                            grace_seconds, limit)
+
+
+async def delete_unused_upload(conn, upload_id: int, grace_seconds: float) -> bool:
+    """Delete one upload if it is still unused (False: it was used or removed meanwhile)."""
+    return await conn.fetchval(f"DELETE FROM uploads u WHERE u.id = $2 AND {_UNUSED} RETURNING true",
+                               grace_seconds, upload_id) is not None
+
+
+async def blob_referenced(conn, sha256: str) -> bool:
+    """Whether a payload (of any project) or an upload refers to the blob."""
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM payloads WHERE sha256 = $1) "
+                               "OR EXISTS (SELECT 1 FROM uploads WHERE sha256 = $1)", sha256)
 
 
 async def find_release(conn, project_id: int, software_type: str | None, version: str,

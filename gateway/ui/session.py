@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.appkeys import POOL, SETTINGS
 from gateway.domain.access import Identity
 from gateway.domain.errors import Forbidden
+from gateway.http.client_ip import client_address
 from gateway.services.auth import authenticate, token_ident, user_ident
 from gateway.store import access as access_store
 from gateway.store import db as db_store
@@ -75,9 +76,10 @@ async def current(request: web.Request) -> Session:
 
 async def start(request: web.Request, resp: web.StreamResponse, email: str | None, secret: str) -> Identity:
     """Verify an org token (`email` None) or a user's email and secret exactly as the API does
-    (401 otherwise), create a session and set its cookie on `resp`."""
+    (401 otherwise; throttled and bounded alike, `services.login_guard`), create a session and
+    set its cookie on `resp`."""
     pool = request.config_dict[POOL]
-    ident = await authenticate(pool, email, secret)
+    ident = await authenticate(pool, email, secret, source=client_address(request))
     if email is None:
         token_id, user_id = (await access_store.token_identity(pool, secret))["id"], None
     else:

@@ -37,8 +37,8 @@ async def artifact(request: web.Request) -> web.StreamResponse:
                    if module_id in p.payloads), None)
     else:
         caller = await authenticate(request)
-        if caller is None:
-            return web.Response(status=401)
+        if not isinstance(caller, Caller):
+            return caller
         pl = caller.project.payloads.get(module_id)
         if pl is not None and not caller.state.payload_allowed(module_id):
             pl = None

@@ -9,8 +9,14 @@ from aiohttp import web
 from gateway.appkeys import POOL, RESOURCES
 from gateway.domain.access import Identity
 from gateway.domain.errors import Unauthorized
+from gateway.http.client_ip import client_address
 from gateway.services import Context, project_context
 from gateway.services.auth import authenticate
+from gateway.services.login_guard import LoginBusy, LoginRefused, LoginThrottled
+
+# a login refused unchecked (throttled, or the hashing pool full): raised as aiohttp's exception,
+# which `http.errors` answers as JSON with its status, the reason as type and the Retry-After
+_REFUSED = {LoginThrottled: web.HTTPTooManyRequests, LoginBusy: web.HTTPServiceUnavailable}
 
 
 def _credentials(header: str) -> tuple[str | None, str]:
@@ -34,7 +40,10 @@ async def identify(request: web.Request) -> Identity:
     if not header:
         raise Unauthorized("Authorization header is required", headers={"WWW-Authenticate": 'Basic realm="ota-gateway"'})
     user, secret = _credentials(header)
-    return await authenticate(request.app[POOL], user, secret)
+    try:
+        return await authenticate(request.app[POOL], user, secret, source=client_address(request))
+    except LoginRefused as e:
+        raise _REFUSED[type(e)](reason=e.type, text=e.message, headers=e.headers) from None
 
 
 async def context_for(request: web.Request) -> Context:

@@ -27,16 +27,18 @@ async def get_project(request: web.Request) -> web.Response:
 
 async def patch_project(request: web.Request) -> web.Response:
     """PATCH P: project settings (strict_semver, ddi_software_type, ddi_hardware_version,
-    poll_limit_per_minute)."""
+    poll_limit_per_minute, ddi_gateway_token)."""
     ctx = await context_for(request)
     ctx.ident.require("manager")
     body = await body_json(request, {"strict_semver": None, "ddi_software_type": None,
-                                     "ddi_hardware_version": None, "poll_limit_per_minute": None})
+                                     "ddi_hardware_version": None, "poll_limit_per_minute": None,
+                                     "ddi_gateway_token": None})
     changes: dict = {}
-    if "strict_semver" in body:
-        if not isinstance(body["strict_semver"], bool):
-            raise BadRequest("strict_semver must be a boolean")
-        changes["strict_semver"] = body["strict_semver"]
+    for key in ("strict_semver", "ddi_gateway_token"):
+        if key in body:
+            if not isinstance(body[key], bool):
+                raise BadRequest(f"{key} must be a boolean")
+            changes[key] = body[key]
     for key in ("ddi_software_type", "ddi_hardware_version"):
         if key in body:
             changes[key] = need_str(body, key, required=False)
@@ -96,7 +98,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise BadRequest(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes",
                          type="file_too_big")
     token = new_upload_token()
-    await releases.create_upload(ctx, token, settings.upload_ttl)
+    await releases.create_upload(ctx, token, settings.upload_ttl, max_size=size)
     signer = request.app[SIGNER]
     url = signer.sign(f"/api/v0/uploads/{token}", signer.expiry() - signer.ttl + settings.upload_ttl)
     return data({"upload_url": url, "token": token})

@@ -8,7 +8,7 @@ ROLE = {"enum": ["viewer", "editor", "manager"]}
 BODIES = {
     "project_patch": {"type": "object", "properties": {
         "strict_semver": BOOL, "ddi_software_type": null(STR), "ddi_hardware_version": null(STR),
-        "poll_limit_per_minute": null({"type": "integer", "minimum": 1})}},
+        "poll_limit_per_minute": null({"type": "integer", "minimum": 1}), "ddi_gateway_token": BOOL}},
     "upload": {"type": "object", "properties": {"kind": STR, "size": {"type": "integer", "minimum": 0}}},
     "ota_payload": {"type": "object", "required": ["file", "software_version", "hardware_version"], "properties": {
         "file": obj({"token": STR, "md5": STR, "name": STR}, optional=("md5", "name"), extra=False),

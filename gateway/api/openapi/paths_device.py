@@ -64,7 +64,7 @@ def memfault_paths() -> dict:
         "/api/v0/uploads/{token}": {"put": {
             **op("The signed upload target (no Authorization)", "artifacts", {
                 "200": {"description": "stored", "headers": {"ETag": {"schema": STR}}},
-                **errors(400, 403, 404, 413)}, params=SIGNED, security=[]),
+                **errors(400, 403, 404, 409, 413, 500, 503, 507)}, params=SIGNED, security=[]),
             "requestBody": {"required": True,
                             "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                 "format": "binary"}}}}}},

@@ -26,7 +26,7 @@ MANAGEMENT_SCHEMAS: dict[str, dict] = {
     "Project": obj({
         "id": INT, "slug": STR, "name": STR, "organization": obj({"slug": STR}), "strict_semver": BOOL,
         "ddi_tenant": STR, "ddi_software_type": null(STR), "ddi_hardware_version": null(STR),
-        "poll_limit_per_minute": null(INT), "created_date": null(DATE)}),
+        "poll_limit_per_minute": null(INT), "ddi_gateway_token": BOOL, "created_date": null(DATE)}),
     "Artifact": obj({
         "id": INT, "type": STR, "hardware_version": STR, "filename": STR, "file_size": INT, "md5": STR,
         "sha1": STR, "sha256": STR, "extra_info": null(STRING_MAP)}),
