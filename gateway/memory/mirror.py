@@ -223,6 +223,7 @@ class Mirror:
         """LISTEN first, then load, so no change can slip between the two."""
         self._pool = pool
         await self._listen()
+        self.connected = True
         await self.load_all()
         self._task = asyncio.create_task(self._reload_loop())
 
@@ -230,7 +231,6 @@ class Mirror:
         self._listener = await asyncpg.connect(self.dsn)
         await self._listener.add_listener(db_store.NOTIFY_CHANNEL, self._on_notify)
         self._listener.add_termination_listener(self._on_listener_lost)
-        self.connected = True
 
     def _on_listener_lost(self, _conn) -> None:
         """The database went away: keep serving from memory, reconnect in the background and
@@ -247,7 +247,10 @@ class Mirror:
             try:
                 await self._listen()
                 await self.load_all()
+                # counted, then reported connected, only once the reload is done: what changed
+                # while the notifications were lost is in memory before /readyz says so
                 self.reconnects += 1
+                self.connected = True
                 log.info("database connection restored; mirror reloaded")
                 return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as e:
