@@ -72,10 +72,10 @@ def listen_sockets(settings: Settings) -> dict[int, socket.socket]:
     """The socket each worker slot accepts on, bound by the supervisor and kept open by it for the
     gateway's whole life, so connections queued to a slot survive its worker being replaced.
 
-    `reuseport` (default): a socket per slot, the kernel spreads connections over them; the
-    replacement of a worker inherits its slot's socket and accepts what queued meanwhile, with
-    default kernel settings. `shared`: one accept queue for every worker. Either way a port
-    another process listens on is refused: first bound without SO_REUSEPORT, as a probe."""
+    `shared` (default): one accept queue for every worker. `reuseport`: a socket per slot, the
+    kernel spreads connections over them; the replacement of a worker inherits its slot's socket
+    and accepts what queued meanwhile, with default kernel settings. Either way a port another
+    process listens on is refused: first bound without SO_REUSEPORT, as a probe."""
     probe = _bind(settings, reuseport=False)  # fails if anyone (even with SO_REUSEPORT) listens
     if settings.listen_mode == "shared":
         return {slot: probe for slot in range(settings.workers)}
