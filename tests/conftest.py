@@ -35,10 +35,8 @@ def pg_cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def database_url(pg_cluster, request):
-    """A fresh database for each test module, with schema and the bootstrap project."""
-    name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:50]
+def create_database(pg_cluster: str, name: str) -> str:
+    """An empty database `name` on the test cluster (dropped first if it exists); its URL."""
     admin = pg_cluster.rsplit("/", 1)[0] + "/postgres"
 
     async def create():
@@ -50,7 +48,14 @@ def database_url(pg_cluster, request):
             await conn.close()
 
     asyncio.run(create())
-    url = pg_cluster.rsplit("/", 1)[0] + "/" + name
+    return pg_cluster.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_cluster, request):
+    """A fresh database for each test module, with schema and the bootstrap project."""
+    name = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])[:50]
+    url = create_database(pg_cluster, name)
     s = Settings(database_url=url, bootstrap={"org": ORG, "project": PROJECT, "org_token": ORG_TOKEN,
                                               "project_key": PROJECT_KEY})
     asyncio.run(prepare_database(s))

@@ -25,10 +25,10 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from conftest import ORG, ORG_TOKEN, PROJECT, PROJECT_KEY
+from conftest import ORG, ORG_TOKEN, PROJECT, PROJECT_KEY, create_database
+from procs import Gateway, code_env
 
 from gateway.store.db import MIGRATIONS_DIR, apply_schema, migrations
-from procs import Gateway, code_env
 
 OLD = "5c070d0"  # the last release without numbered migrations (its schema file: /schema.sql)
 REPO = Path(__file__).resolve().parent.parent
@@ -96,21 +96,6 @@ def old_code():
             shutil.rmtree(path, ignore_errors=True)
             subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def create_database(pg_cluster: str, name: str) -> str:
-    admin = pg_cluster.rsplit("/", 1)[0] + "/postgres"
-
-    async def create():
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return pg_cluster.rsplit("/", 1)[0] + "/" + name
 
 
 # -- talking to a gateway -----------------------------------------------------------------------
@@ -333,6 +318,17 @@ async def catalog(url: str) -> dict:
         await conn.close()
 
 
+async def differences_from_fresh(pg_cluster: str, name: str, url: str) -> list:
+    """How the schema at `url` differs from a fresh database `name` with every migration applied."""
+    fresh = await asyncio.to_thread(create_database, pg_cluster, name)
+    conn = await asyncpg.connect(fresh)
+    try:
+        await apply_schema(conn)
+    finally:
+        await conn.close()
+    return schema_differences(await catalog(fresh), await catalog(url))
+
+
 def schema_differences(a: dict, b: dict) -> str:
     """What one catalog has that the other lacks, by kind; empty when they are the same."""
     return "\n".join(f"{kind}: {sign} {row}" for kind in CATALOG
@@ -398,13 +394,7 @@ async def test_migrations_recorded_and_schema_equals_a_fresh_one(upgraded, pg_cl
     _, before = upgraded
     url = before["url"]
     assert (await schema_state(url))["ledger"] == [(v, name) for v, name, _ in migrations()]
-    fresh = await asyncio.to_thread(create_database, pg_cluster, "t_upgrade_fresh")
-    conn = await asyncpg.connect(fresh)
-    try:
-        await apply_schema(conn)
-    finally:
-        await conn.close()
-    problems = schema_differences(await catalog(fresh), await catalog(url))
+    problems = await differences_from_fresh(pg_cluster, "t_upgrade_fresh", url)
     assert not problems, problems
     # an old gateway (re)starting during a rollout re-applies its schema.sql: harmless
     taken_over = await catalog(url)
@@ -578,13 +568,7 @@ async def test_a_database_without_ledger_is_taken_over(pg_cluster, old_code):
         assert [tuple(r) for r in rows] == [(v, name) for v, name, _ in migrations()]
     finally:
         await conn.close()
-    fresh = await asyncio.to_thread(create_database, pg_cluster, "t_upgrade_fresh2")
-    conn = await asyncpg.connect(fresh)
-    try:
-        await apply_schema(conn)
-    finally:
-        await conn.close()
-    problems = schema_differences(await catalog(fresh), await catalog(url))
+    problems = await differences_from_fresh(pg_cluster, "t_upgrade_fresh2", url)
     assert not problems, problems
 
 
