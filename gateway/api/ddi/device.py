@@ -33,15 +33,16 @@ VERSION_KEYS = ("memfault__current_version", "current_version", "sw_version")
 
 
 def gateway_key(mirror, header: str):
-    """The project key of a `GatewayToken` Authorization header (from memory), or None; None too
-    when its project refuses the project key as a GatewayToken (`ddi_gateway_token` off)."""
+    """(project view, cohort override) of a `GatewayToken` Authorization header, from memory; None
+    for an unknown key, or when its project refuses the project key as a GatewayToken
+    (`ddi_gateway_token` off)."""
     if not header.startswith("GatewayToken "):
         return None
     info = mirror.key_info(header[13:].strip())
     project = mirror.projects.get(info.project_id) if info is not None else None
-    if project is not None and not project.ddi_gateway_token:
+    if project is None or not project.ddi_gateway_token:
         return None
-    return info
+    return project, info.cohort_override
 
 
 async def authenticate(request: web.Request) -> Caller | web.Response:
@@ -69,10 +70,10 @@ async def _identify(request: web.Request) -> Caller | None:
     if not header.isascii():  # tokens are ASCII; other bytes would not even hash
         return None
     if header.startswith("GatewayToken "):
-        info = gateway_key(mirror, header)
-        if info is None:
+        key = gateway_key(mirror, header)
+        if key is None:
             return None
-        project, override = mirror.projects.get(info.project_id), info.cohort_override
+        project, override = key
     elif header.startswith("TargetToken "):
         token_hash = hash_token(header[12:].strip())
         project, override = mirror.by_slug.get(request.match_info["tenant"]), None

@@ -136,10 +136,10 @@ def degrades(handler):
             return await handler(request)
         except DB_UNAVAILABLE:
             mirror = request.app[MIRROR]
-            info = gateway_key(mirror, request.headers.get("Authorization", ""))
-            project = mirror.projects.get(info.project_id) if info else None
-            if project is None:
+            key = gateway_key(mirror, request.headers.get("Authorization", ""))
+            if key is None:
                 raise
+            project = key[0]
             METRICS.inc("ota_gateway_polls", ("ddi", "database_unavailable"))
             interval = project.cohorts[project.default_cohort_id]["ddi_polling_interval"]
             resp = json_answer(request, {"config": {"polling": {"sleep": sleep_text(min(interval, 60))}}})
