@@ -33,7 +33,7 @@ from gateway.crypto.signing import UrlSigner
 from gateway.domain.errors import Unauthorized
 from gateway.fleet_metrics import FleetMetrics, build_info
 from gateway.http import compat, fastroute
-from gateway.http.errors import Inflight, add_route, json_response, not_found
+from gateway.http.errors import Inflight, add_route, json_response, not_found, quiet_malformed_requests
 from gateway.memory.checkins import CheckinBuffer
 from gateway.memory.ddi_cache import DDI_CACHE
 from gateway.memory.ddi_loader import DDI_LOADER
@@ -143,6 +143,7 @@ def init_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, handler_args={
         "max_line_size": 65536, "max_field_size": 65536, "max_headers": 1024})
     app[SETTINGS] = settings
+    quiet_malformed_requests()  # a request aiohttp's parser refuses is the client's error, not ours
     app[LIMITER] = PollLimiter()
     app[FLEET] = FleetMetrics()
     Inflight.cap = settings.max_inflight

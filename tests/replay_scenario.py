@@ -413,7 +413,7 @@ async def _memfault_polls(rec: Recorder) -> None:
     await poll("memfault: bad serial 400", "bad serial!", "1.0.0")
     await poll("memfault: missing hardware 400", "MF1", "1.0.0", hw=None)
     await poll("memfault: missing software type 400", "MF1", "1.0.0", sw=None)
-    await poll("memfault: unknown hardware 400", "MF1", "1.0.0", hw="zzz")
+    await poll("memfault: unknown hardware is no update (204)", "MF1", "1.0.0", hw="zzz")
     await poll("memfault: unknown software type 400", "MF1", "1.0.0", sw="zzz")
     await poll("memfault: overlong current version 400", "MF1", "1" * 300)
     # the download URL handed out

@@ -37,7 +37,7 @@ async def state(pool, pid, serial):
 
 
 def row(pid, serial, hw, versions, seen):
-    return (pid, serial, hw, "main", tuple(versions), "memfault", seen)
+    return (pid, serial, hw, "main", tuple(versions), "memfault", seen, False)
 
 
 # (case, earlier flushes, flush under test, expected hardware, current, history, last_seen from flush n)
@@ -81,7 +81,7 @@ async def test_flush_row(db, case, before, flush, hw, current, history, seen_fro
 async def test_one_batch_of_many_devices_and_software_types(db):
     pool, pid = db
     rows = [row(pid, f"FL-MANY-{i}", "evt", [f"{i}.0"], T0) for i in range(300)]
-    rows += [(pid, "FL-MANY-0", "evt", "bootloader", ("b1",), "memfault", T0)]  # second type, same device
+    rows += [(pid, "FL-MANY-0", "evt", "bootloader", ("b1",), "memfault", T0, False)]  # second type, same device
     async with pool.acquire() as conn:
         await checkins_store.flush_checkins(conn, rows, last_seen_granularity=GRANULARITY)
     got = await pool.fetch("SELECT d.serial, s.software_type, s.version FROM devices d "

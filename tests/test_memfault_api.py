@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import PROJECT_KEY, deploy, upload_release
+from conftest import P, PROJECT_KEY, auth_headers, deploy, upload_release
 
 from gateway.appkeys import CHECKINS, MIRROR, POOL
 
@@ -48,7 +48,7 @@ async def test_missing_or_bad_key_is_403_json(client):
     ({"device_serial": "A", "software_type": "main"}, "hardware_version"),
     ({"device_serial": "A", "hardware_version": "evt"}, "software_type"),
     ({"device_serial": "bad serial!", "hardware_version": "evt", "software_type": "main"}, "device_serial"),
-    ({"device_serial": "A", "hardware_version": "nosuchhw", "software_type": "main"}, "hardware_version"),
+    ({"device_serial": "A", "hardware_version": "x" * 300, "software_type": "main"}, "hardware_version"),
     ({"device_serial": "A", "hardware_version": "evt", "software_type": "nosuchsw"}, "software_type"),
 ])
 async def test_bad_query_is_400_naming_the_field(released, params, field):
@@ -106,6 +106,43 @@ async def test_up_to_date_is_204_with_reason(released):
         assert r.status == 204
         assert r.headers["memfault-reason"] == "latest"
         assert await r.read() == b""
+
+
+async def test_unknown_hardware_version_is_no_update_and_the_device_is_recorded(released):
+    """Memfault answers 400, which its firmware SDK logs as an error: for a device, hardware the
+    project has never seen is "no update"."""
+    app = released.server.app
+    for path in (LATEST, LATEST + "/url"):
+        r = await released.get(path, params=q(serial="UNKHW1", hw="nosuchhw", current="1.0.0"), headers=KEY)
+        assert r.status == 204 and r.headers["memfault-reason"] == "unknown_hardware_version"
+    await app[CHECKINS].flush()
+    assert await app[POOL].fetchval("SELECT hardware_version FROM devices WHERE serial = 'UNKHW1'") == "nosuchhw"
+
+
+@pytest.mark.parametrize("registered_by", ["api", "checkin"])
+async def test_poll_and_inspect_agree_when_reported_hardware_differs_from_registered(released, registered_by):
+    """Registered as mp (factory provisioning, or its first check-in), reporting evt: the poll
+    answers for the hardware the device runs on, and inspect says the same."""
+    app = released.server.app
+    serial = f"HWMIS-{registered_by}"
+    if registered_by == "api":
+        r = await released.post(P + "/devices", json={"device_serial": serial, "hardware_version": "mp"},
+                                headers=auth_headers())
+        assert r.status == 201, await r.text()
+    else:
+        await released.get(LATEST, params=q(serial=serial, hw="mp", current="1.0.0"), headers=KEY)
+        await app[CHECKINS].flush()
+    r = await released.get(LATEST, params=q(serial=serial, hw="evt", current="1.0.0"), headers=KEY)
+    assert r.status == 200
+    polled = (await r.json())["version"]
+    await app[CHECKINS].flush()
+    r = await released.get(P + f"/devices/{serial}/inspect", headers=auth_headers())
+    body = (await r.json())["data"]
+    assert body["hardware_version"] == "evt"
+    assert [s["memfault"]["release"] for s in body["software"] if s["software_type"] == "main"] == [polled]
+    dev = await app[POOL].fetchrow("SELECT hardware_version, reported_hardware_version FROM devices WHERE serial = $1",
+                                   serial)
+    assert tuple(dev) == ("mp", "evt")  # registered hardware stays; the report is kept beside it
 
 
 async def test_never_downgrades_a_device_ahead_of_every_release(released):

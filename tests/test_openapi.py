@@ -155,6 +155,8 @@ async def test_main_flows_match_the_document(client, check):
     await check("GET", "/api/v0/releases/latest", "/api/v0/releases/latest", expect=204, headers=KEY,
                 params={**params, "current_version": "3.0.0"})
     await check("GET", "/api/v0/releases/latest", "/api/v0/releases/latest", expect=400, headers=KEY,
+                params={**params, "software_type": "unknown"})
+    await check("GET", "/api/v0/releases/latest", "/api/v0/releases/latest", expect=204, headers=KEY,
                 params={**params, "hardware_version": "unknown"})
     await check("GET", "/api/v0/releases/latest/url", "/api/v0/releases/latest/url", expect=403, params=params)
 

@@ -16,6 +16,7 @@ from gateway.pgembed import EmbeddedPostgres
 
 LATEST = "/api/v0/releases/latest/url"
 KEY = {"Memfault-Project-Key": PROJECT_KEY}
+GW = {"Authorization": f"GatewayToken {PROJECT_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,10 @@ async def test_database_outage_and_recovery(app_client):
             assert r.status == 200
         r = await client.get(LATEST, params=params("OUT0", "1.0.0"), headers=KEY)
         assert r.status == 204
+        # a DDI device never seen before gets "ask again soon", and its poll is recorded later
+        for serial in ("OUTDDI1", "OUTDDI2"):
+            r = await client.get(f"/{PROJECT}/controller/v1/{serial}", headers=GW)
+            assert r.status == 200 and r.headers["ota-gateway-reason"] == "database_unavailable"
         # durable writes fail fast and clearly
         r = await client.post(P + "/cohorts", json={"slug": "during", "name": "during"}, headers=auth_headers())
         assert r.status == 503 and r.headers["Retry-After"]
@@ -83,10 +88,11 @@ async def test_database_outage_and_recovery(app_client):
     await app[CHECKINS].flush()
     conn = await asyncpg.connect(dsn)
     try:
-        n = await conn.fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'OUT%'")
+        n = await conn.fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'OUT%' AND serial NOT LIKE 'OUTDDI%'")
+        ddi = await conn.fetchval("SELECT count(*) FROM devices WHERE serial LIKE 'OUTDDI%'")
     finally:
         await conn.close()
-    assert n == 30
+    assert (n, ddi) == (30, 2)
     r = await client.post(P + "/cohorts", json={"slug": "after", "name": "after"}, headers=auth_headers())
     assert r.status == 201
     assert (await client.get("/readyz")).status == 200

@@ -106,24 +106,30 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if current is not None and (len(current) > _MAX_VERSION or not current.isprintable()):
         # it is written to the database with the check-in: refuse it here, not in the batch
         return _bad(f"current_version must be at most {_MAX_VERSION} printable characters")
-    if hw not in project.hardware_versions:
-        return _bad(f"hardware_version {hw!r} is not known to this project")
+    if len(hw) > _MAX_VERSION or not hw.isprintable():
+        return _bad(f"hardware_version must be at most {_MAX_VERSION} printable characters")
     if sw not in project.software_types:
         return _bad(f"software_type {sw!r} is not known to this project")
 
     if project.poll_limit and not ctx.limiter.allow((project.id, serial), project.poll_limit, time.time()):
         METRICS.inc("ota_gateway_polls", ("memfault", "rate-limited"))
         return answer(request, _head(204, "rate-limited"))
-    decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
     checkins = ctx.checkins
     checkins.add(project.id, serial, hw, sw, current, "memfault")
-    METRICS.inc("ota_gateway_polls", ("memfault", decision.reason))
-    rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
-    pl = rel.payloads.get(_dev.hardware_version if _dev and _dev.hardware_version else hw) if rel else None
-    if pl is None:
-        resp = answer(request, _head(204, decision.reason))
+    if hw in project.hardware_versions:
+        decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
+        reason = decision.reason
+        rel = project.releases.get(decision.release_id) if decision.release_id is not None else None
     else:
-        resp = _render(request, ctx, project, rel, pl, decision.reason, as_url)
+        # no release has a payload for hardware the project has never seen: for a device that is
+        # "no update" (Memfault's 400 is logged as an error by its firmware SDK)
+        reason, rel = "unknown_hardware_version", None
+    METRICS.inc("ota_gateway_polls", ("memfault", reason))
+    pl = rel.payloads.get(hw) if rel else None
+    if pl is None:
+        resp = answer(request, _head(204, reason))
+    else:
+        resp = _render(request, ctx, project, rel, pl, reason, as_url)
     if not checkins.accepting:
         await checkins.room()
     return resp

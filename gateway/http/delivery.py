@@ -2,8 +2,10 @@
 
 - strong ETag = the quoted sha256 of the content; `Cache-Control: public, max-age=31536000,
   immutable` (the bytes behind a hash never change);
-- conditional requests: If-None-Match / If-Modified-Since -> 304; If-Range in both its ETag and
-  date forms (a stale validator gets the whole body, never a range of other bytes);
+- conditional requests: If-Match / If-Unmodified-Since -> 412 when they fail; If-None-Match /
+  If-Modified-Since -> 304; If-Range in both its ETag and date forms (a stale validator gets the
+  whole body, never a range of other bytes); every date through `http_date`, where one that is
+  not a valid HTTP-date makes its condition absent;
 - one range (`a-b`, `a-`, `-n`) -> 206 with Content-Range; several ranges -> the whole
   body (allowed by RFC 9110, and simpler for firmware clients than multipart); an unsatisfiable,
   malformed, reversed or overlapping one -> 416 with `Content-Range: bytes */size` and a JSON
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import time
 from pathlib import Path
 
 import orjson
@@ -94,12 +97,16 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags or f"W/{etag}" in tags
 
 
-def _http_date(header: str | None) -> float | None:
-    if not header:
+def http_date(header: str | None) -> float | None:
+    """The POSIX time of an HTTP-date (RFC 9110 5.6.7, any of its three formats), or None for
+    anything else: every conditional header reads its date through here. A date that is not
+    one (garbage, year 99999, a day or hour of twenty digits, which overflow C integers deep in
+    the parser) makes the condition absent, as RFC 9110 says to treat an invalid date."""
+    if not header or len(header) > 64:  # the longest valid form is 37 characters
         return None
     try:
         return email.utils.parsedate_to_datetime(header).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
@@ -108,8 +115,21 @@ def _not_modified(h, etag: str, mtime: int) -> bool:
     inm = h.get("If-None-Match")
     if inm is not None:
         return _etag_matches(inm, etag)
-    ims = _http_date(h.get("If-Modified-Since"))
-    return ims is not None and mtime <= ims
+    ims = http_date(h.get("If-Modified-Since"))
+    # a date later than now is not a valid validator (RFC 7232 3.3): year 9999 must not pin a 304
+    return ims is not None and mtime <= ims <= time.time()
+
+
+def _precondition_failed(h, etag: str, mtime: int) -> str | None:
+    """The header whose precondition fails (If-Match, else If-Unmodified-Since: RFC 9110 13.2.2),
+    or None: a client resuming a download must not get bytes of other content."""
+    im = h.get("If-Match")
+    if im is not None:
+        # strong comparison (a weak tag never matches); the gzip sidecar's tag names the same bytes
+        tags = [t.strip() for t in im.split(",")]
+        return None if "*" in tags or etag in tags or etag[:-1] + '-gzip"' in tags else "If-Match"
+    ius = http_date(h.get("If-Unmodified-Since"))
+    return "If-Unmodified-Since" if ius is not None and mtime > ius else None
 
 
 def _range_applies(h, etag: str, mtime: int) -> bool:
@@ -120,16 +140,19 @@ def _range_applies(h, etag: str, mtime: int) -> bool:
     if_range = if_range.strip()
     if if_range.startswith(('"', "W/")):
         return if_range == etag  # weak validators never match for ranges
-    d = _http_date(if_range)
+    d = http_date(if_range)
     return d is not None and mtime <= d
+
+
+def _error(status: int, message: str, kind: str, base: dict, **extra: str) -> web.Response:
+    return web.Response(body=orjson.dumps({"error": {"message": message, "type": kind}}), status=status,
+                        content_type="application/json",
+                        headers={**{k: v for k, v in base.items() if k != "Content-Type"}, **extra})
 
 
 def _unsatisfiable(e: RangeError, base: dict, size: int) -> web.Response:
     kind = "range_not_satisfiable" if isinstance(e, Unsatisfiable) else "invalid_range"
-    return web.Response(body=orjson.dumps({"error": {"message": str(e), "type": kind}}), status=416,
-                        content_type="application/json",
-                        headers={**{k: v for k, v in base.items() if k != "Content-Type"},
-                                 "Content-Range": f"bytes */{size}"})
+    return _error(416, str(e), kind, base, **{"Content-Range": f"bytes */{size}"})
 
 
 def _accel(accel: str, sha256: str, headers: dict | None) -> web.Response:
@@ -152,6 +175,8 @@ async def send_blob(request: web.Request, path: Path, sha256: str, *, headers: d
     base = {"ETag": etag, "Last-Modified": email.utils.formatdate(mtime, usegmt=True), "Cache-Control": IMMUTABLE,
             "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **(headers or {})}
     h = request.headers
+    if (failed := _precondition_failed(h, etag, mtime)) is not None:
+        return _error(412, f"{failed} does not match the artifact", "precondition_failed", base)
     if _not_modified(h, etag, mtime):
         return web.Response(status=304, headers=base)
     rng = None

@@ -1,6 +1,7 @@
 """One error shape for every JSON API: {"error": {"message", "type"}} with a status code."""
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from urllib.parse import unquote_to_bytes
@@ -8,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.domain import errors as domain
 from gateway.domain.errors import (
@@ -22,10 +24,35 @@ log = logging.getLogger(__name__)
 
 
 # What a lost or refused database connection raises: durable writes answer 503 + Retry-After.
+# OSError is here for the socket errors of connecting (refused, unreachable, "Multiple
+# exceptions" from several addresses); a file-system OSError is told apart by `storage_error`.
 DB_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                   asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.ConnectionDoesNotExistError,
                   asyncpg.InternalClientError,  # a connection torn down mid-query by a server shutdown
                   TimeoutError)
+# errnos that only the artifact store's disk gives (a socket never reports these)
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
+
+
+def storage_error(e: BaseException) -> ApiError | None:
+    """The domain error of a file-system failure (the artifact store), or None for anything else.
+    A file-system call names its file (`filename`); a socket error never does, so a full disk or a
+    missing directory is never taken for a database outage."""
+    if not isinstance(e, OSError) or isinstance(e, (ConnectionError, TimeoutError)):
+        return None
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return domain.StorageFull("the artifact storage is full; retry after space is freed")
+    if e.filename is not None or e.errno in _STORAGE_ERRNOS:
+        return domain.StorageFailed(f"the artifact storage failed: {e.strerror or type(e).__name__}")
+    return None
+
+
+# What PostgreSQL refused of a value the request carried (SQLSTATE class 22), in words that name
+# no SQL: its own text quotes query arguments and statements.
+_DATA_ERRORS = {"22021": "text containing a NUL character or bytes that are not UTF-8",
+                "22P05": "text containing a NUL character", "22003": "a number out of range",
+                "2201W": "a negative limit", "2201X": "a negative offset", "22001": "text that is too long",
+                "22007": "a malformed date or time", "22008": "a date or time out of range"}
 
 
 MAX_URL = 4096  # path + query: every URL this API hands out or accepts is far shorter
@@ -55,6 +82,10 @@ def check_request_line(request: web.Request) -> ApiError | None:
             unquote_to_bytes(request.rel_url.raw_query_string).decode("utf-8")
         except UnicodeDecodeError:
             return BadRequest("query string is not valid UTF-8 once percent-decoded", type="invalid_encoding")
+        if "%00" in raw:  # no text column can hold NUL: name the parameter, not a database error
+            for name, value in request.query.items():
+                if "\x00" in name or "\x00" in value:
+                    return BadRequest(f"invalid value for query parameter {name[:40]!r}: it contains a NUL character")
     match_info = request.match_info
     if not match_info:
         return None
@@ -120,20 +151,49 @@ def answer_error(request: web.Request, route: str, e: Exception) -> tuple | None
     if isinstance(e, asyncpg.exceptions.DataError):
         # SQLSTATE class 22 (and asyncpg's argument encoding errors): a value from the request the
         # database cannot take (NUL in text, out of int64 range, negative LIMIT...); the
-        # transaction was rolled back, so nothing was written
-        return 400, f"invalid value in the request: {_first_line(e)}", "invalid_value", None
+        # transaction was rolled back, so nothing was written. Handlers validate fields first, so
+        # this is the net under them: its words never quote the database's (SQL, arguments).
+        what = _DATA_ERRORS.get(getattr(e, "sqlstate", None) or "", "a value the database cannot store")
+        log.warning("database refused a value on %s %s: %s", request.method, route, _first_line(e))
+        return 400, f"invalid value in the request: {what}", "invalid_value", None
     if isinstance(e, UnicodeError):
         # header values arrive surrogate-escaped when they are not UTF-8; encoding them fails
         return 400, "the request contains text that is not valid UTF-8", "invalid_encoding", None
+    if isinstance(e, ConnectionError) and client_gone(request):
+        # the client went away mid-answer (e.g. a download cut): not the database's doing, and
+        # nobody to answer (counted as 499, as nginx does)
+        return None
+    if (stored := storage_error(e)) is not None:
+        log.error("artifact storage failed on %s %s: %s", request.method, route, e)
+        return status_of(stored), stored.message, stored.type, None
     if isinstance(e, DB_UNAVAILABLE):
-        if isinstance(e, ConnectionError) and client_gone(request):
-            # the client went away mid-answer (e.g. a download cut): not the database's doing, and
-            # nobody to answer; aiohttp drops it quietly (counted as 499, as nginx does)
-            return None
         log.warning("database unavailable on %s %s: %s", request.method, route, type(e).__name__)
         return 503, "the database is unavailable; retry later", "unavailable", {"Retry-After": "5"}
     log.exception("unhandled error on %s %s", request.method, route)
     return 500, "internal server error", "internal_error", None
+
+
+class QuietMalformedRequests(logging.Filter):
+    """On aiohttp's server logger: a request its parser refuses (bytes that are not HTTP, a URL
+    with raw non-ASCII bytes, a control character in a header) is answered 400 by aiohttp and
+    logged as "Error handling request" with the parser's traceback. That is the client's error,
+    not the server's: it is logged at DEBUG without the traceback (one line per such request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or (exc.code or 400) >= 500:
+            return True
+        record.msg, record.args = "refused a malformed request: %s", (str(exc).splitlines()[0][:200],)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_malformed_requests() -> None:
+    """Install QuietMalformedRequests on aiohttp's server logger (once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietMalformedRequests) for f in server_log.filters):
+        server_log.addFilter(QuietMalformedRequests())
 
 
 def instrument(route: str, handler, *, shed: bool = True, render=json_error):
@@ -161,9 +221,15 @@ def instrument(route: str, handler, *, shed: bool = True, render=json_error):
             return resp
         except Exception as e:  # noqa: BLE001 - every failure is answered, by kind (answer_error)
             answer = answer_error(request, route, e)
-            if answer is None:
-                status = e.status if isinstance(e, web.HTTPException) else 499
+            if answer is None and isinstance(e, web.HTTPException):
+                status = e.status
                 raise
+            if answer is None:
+                # a client gone: re-raised, aiohttp would log it as an error of its handler. An
+                # answer nobody reads ends the request quietly (its write fails on the closed
+                # transport, which aiohttp takes for the premature disconnection it is)
+                status = 499
+                return web.Response(status=499)
             status = answer[0]
             return render(request, *answer)
         finally:

@@ -6,6 +6,12 @@ within an interval coalesce into one row, and a device whose hardware and versio
 process last wrote, less than `last_seen_granularity` ago, is not written again: the write rate
 follows change, not polls. When the buffer holds `max_size` devices, pollers wait for the next
 flush (back-pressure) instead of dropping check-ins.
+
+Reports of one device may reach several workers within a flush interval, and their flushes may
+land in any order. Each row carries the time it was received, by which the database orders them
+(the newest report sets the current version, history is read in receive order); a worker that
+buffers a report while another worker holds a different one of the same device unwritten marks
+its row contested, so that it is written even when it matches what the database holds then.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import time
 import asyncpg
 
 from gateway.aio import cancel_and_wait
-from gateway.memory.seen import DEFAULT_ENTRIES
+from gateway.memory.seen import CONTESTED, DEFAULT_ENTRIES, SKIP
 from gateway.memory.seen import table as written_table
 from gateway.metrics import METRICS
 from gateway.store import checkins as checkins_store
@@ -73,16 +79,19 @@ class CheckinBuffer:
             version = sys.intern(version)
         key = (project_id, serial, software_type)
         now = time.time()
-        if self._written.get(hash(key), hash((hardware_version, version)), now, self.last_seen_granularity):
+        state = self._written.admit(hash(key), hash((hardware_version, version)), now, self.last_seen_granularity)
+        if state == SKIP:
             self.skipped += 1
             return
         if not self._rows:
             self._oldest = now
         # keep every version the device went through since the last flush, not just the last
-        versions = self._rows[key][4] if key in self._rows else ()
+        before = self._rows.get(key)
+        versions = before[4] if before is not None else ()
         if version and (not versions or versions[-1] != version):
             versions = (versions + (version,))[-_MAX_VERSIONS:]
-        self._rows[key] = (project_id, serial, hardware_version, software_type, versions, protocol, now)
+        contested = state == CONTESTED or (before is not None and before[7])
+        self._rows[key] = (project_id, serial, hardware_version, software_type, versions, protocol, now, contested)
         if len(self._rows) >= self.max_size:
             self._room.clear()
             self._kick.set()
@@ -169,8 +178,8 @@ class CheckinBuffer:
                         await checkins_store.flush_checkins(conn, rows, last_seen_granularity=self.last_seen_granularity)
                         committed.append(part)  # before the release: a cancel there must not resend it
                 for k in part:
-                    _pid, _serial, hw, _sw, versions, _proto, ts = batch[k]
-                    written.put(hash(k), hash((hw, versions[-1] if versions else None)), ts)
+                    _pid, _serial, hw, _sw, versions, _proto, ts, _contested = batch[k]
+                    written.settle(hash(k), hash((hw, versions[-1] if versions else None)), ts)
 
             try:
                 results = await asyncio.gather(*(write(p) for p in parts), return_exceptions=True)
@@ -198,7 +207,7 @@ class CheckinBuffer:
             for v in new[4]:
                 if not versions or versions[-1] != v:
                     versions += (v,)
-            self._rows[k] = new[:4] + (versions[-_MAX_VERSIONS:],) + new[5:]
+            self._rows[k] = new[:4] + (versions[-_MAX_VERSIONS:],) + new[5:7] + (old[7] or new[7],)
         if len(self._rows) >= self.max_size:
             self._room.clear()
 

@@ -107,13 +107,14 @@ class ProjectView:
 
     def decide(self, serial: str, hardware_version: str, software_type: str, current_version: str | None,
                cohort_override: int | None = None) -> tuple[resolution.Decision, DeviceView | None]:
-        """What this device gets next: pure lookups, no I/O."""
+        """What this device gets next: pure lookups, no I/O. `hardware_version` is the one the
+        device reports (the payload must fit the hardware it runs on), whatever it was registered
+        with: every device is answered alike, whether or not the mirror holds it."""
         dev = self.devices.get(serial)
         if dev is None:
             cohort, staged, override_id = self.default_cohort_id, False, None
         else:
             cohort, staged, override_id = dev.cohort_id, dev.staged, dev.override_release_id
-            hardware_version = dev.hardware_version or hardware_version
         if cohort_override is not None:
             cohort = cohort_override
         key = (software_type, hardware_version, current_version, cohort, staged, override_id)

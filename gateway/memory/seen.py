@@ -16,6 +16,10 @@ DEFAULT_ENTRIES = 2_000_000
 _EPOCH = 1_600_000_000  # seconds are stored from here
 _MIN_SLOTS = 1 << 14
 _W = 3  # words per slot: key hash (0: empty), value hash, seconds since _EPOCH
+# `admit`'s answers
+SKIP = 0       # the value is what the database holds, written recently: no write needed
+WRITE = 1      # write it
+CONTESTED = 2  # write it, and another process holds a different value of the same key unwritten
 
 
 def _slots(entries: int) -> int:
@@ -71,6 +75,55 @@ class SeenTable:
             if k == 0:
                 return False
             j = (j + 1) & mask
+
+    def admit(self, key: int, value: int, now: float, max_age: float) -> int:
+        """SKIP when `value` is what was written for `key` less than `max_age` seconds ago; else
+        mark `value` pending for `key` (seconds 0: written by nobody yet) and answer WRITE, or
+        CONTESTED when another value was pending there (another process buffers a different
+        report of the same key, so the order of the two writes decides nothing by itself)."""
+        key = key or 1
+        words, mask = self._words, self._mask
+        j = key & mask
+        while True:  # one probe: this runs on every poll
+            i = j * _W
+            k = words[i]
+            if k == key:
+                when = words[i + 2]
+                if words[i + 1] == value:
+                    if not when:
+                        return WRITE  # already pending with this value
+                    if now - (when + _EPOCH) < max_age:
+                        return SKIP
+                    words[i + 2] = 0
+                    return WRITE
+                words[i + 1] = value
+                words[i + 2] = 0
+                return WRITE if when else CONTESTED
+            if k == 0:
+                break
+            j = (j + 1) & mask
+        self.put(key, value, _EPOCH)
+        return WRITE
+
+    def settle(self, key: int, value: int, when: float) -> None:
+        """Remember that `value` was written for `key` at `when`, unless another value is pending
+        there (a newer report of another process, still to be written: its mark stays)."""
+        key = key or 1
+        words, mask = self._words, self._mask
+        j = key & mask
+        while True:
+            i = j * _W
+            k = words[i]
+            if k == key:
+                if words[i + 2] == 0 and words[i + 1] != value:
+                    return
+                words[i + 1] = value
+                words[i + 2] = max(0, int(when) - _EPOCH)
+                return
+            if k == 0:
+                break
+            j = (j + 1) & mask
+        self.put(key, value, when)
 
     def put(self, key: int, value: int, when: float) -> None:
         """Remember that `value` was written for `key` at `when` (seconds since the Unix epoch)."""

@@ -21,6 +21,8 @@ def cohort_json(c) -> dict:
 
 def device_json(d) -> dict:
     return {"device_serial": d["serial"], "hardware_version": d["hardware_version"],
+            # what it reports when that differs from what it registered with (polls answer for it)
+            "reported_hardware_version": d["reported_hardware_version"],
             "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
             "staged": d["staged"], "release_override_id": d["release_override_id"],
             "software_versions": d["versions"], "last_seen": iso(d["last_seen"]),

@@ -104,7 +104,8 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
     dev = await fleet_store.device_row(pool, ctx.pid, serial)
     if dev is None and not hardware_version:
         raise NotFound(f"device {serial} not found (pass hardware_version to inspect an unregistered serial)")
-    hw = (dev["hardware_version"] if dev else None) or hardware_version
+    # as a poll answers: for the hardware the device last reported (registered: what it reported first)
+    hw = hardware_version or (dev["reported_hardware_version"] or dev["hardware_version"] if dev else None)
     versions = dict(dev["versions"]) if dev else {}
     types = [software_type] if software_type else sorted(set(versions) | {
         sw for (c, sw) in view.active if c == (dev["cohort_id"] if dev else view.default_cohort_id)})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gateway.domain import notify
 from gateway.domain.errors import BadRequest, Conflict, NotFound, StorageFailed
-from gateway.domain.fields import iso
+from gateway.domain.fields import is_id, iso
 from gateway.memory.blobs import BlobStore
 from gateway.services import Change, Context, protect
 from gateway.services.changes import Tx
@@ -43,7 +43,7 @@ async def list_releases(ctx: Context, *, version: str | None = None, software_ty
 async def release_by_ref(conn, project_id: int, ref: str) -> dict:
     """A release row (with payloads) by numeric id or by version string (unique across software
     types, full releases only)."""
-    if ref.isdigit():
+    if is_id(ref):
         rows = await releases_store.releases_with_payloads(conn, project_id, release_id=int(ref))
     else:
         rows = [r for r in await releases_store.releases_with_payloads(conn, project_id) if r["version"] == ref

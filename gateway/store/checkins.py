@@ -6,11 +6,16 @@ import operator
 
 async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: float) -> None:
     """Write a batch of check-ins: (project_id, serial, hardware_version, software_type,
-    versions, protocol, seen_at as Unix seconds), at most one per (project, serial, software type),
-    where `versions` are the versions the device reported since the last flush, oldest first.
+    versions, protocol, seen_at as Unix seconds, contested), at most one per (project, serial,
+    software type), where `versions` are the versions the device reported since the last flush,
+    oldest first, and a contested row's last version is written even when it is the stored one.
     New serials join their project's default cohort; last_seen is only rewritten when older than
-    `last_seen_granularity` seconds (and never moved back); every version change is appended to
-    the history, the last version becomes current. One statement, whatever the batch size."""
+    `last_seen_granularity` seconds (and never moved back); the hardware version is the first one
+    reported (or provisioned), a different one reported later is kept beside it as
+    reported_hardware_version (NULL while they agree); every version change is appended to
+    the history, the last version becomes current unless a newer report is stored already (rows of
+    one device flushed by several workers land in any order). One statement, whatever the batch
+    size."""
     # columns, not rows: the encoding of each array element is what blocks the event loop here
     pids: list[int] = []
     serials: list[str] = []
@@ -22,10 +27,11 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
     prevs: list[str | None] = []
     lasts: list[bool] = []
     protos: list[str] = []
+    contests: list[bool] = []
     device = None
     # a fixed row order keeps concurrent flushes from several workers from deadlocking; it also
     # puts a device's rows (one per software type) next to each other
-    for pid, serial, hw, sw, versions, proto, seen in sorted(rows, key=_DEVICE_ORDER):
+    for pid, serial, hw, sw, versions, proto, seen, contested in sorted(rows, key=_DEVICE_ORDER):
         if device != (pid, serial):
             device = (pid, serial)
             pids.append(pid)
@@ -44,6 +50,7 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
                 vers.append(v)
                 prevs.append(prev)
                 lasts.append(n == last)
+                contests.append(contested and n == last)
                 protos.append(proto)
                 prev = v
     async with conn.transaction():
@@ -52,7 +59,7 @@ async def flush_checkins(conn, rows: list[tuple], *, last_seen_granularity: floa
         # the plan (which those guesses make look worthwhile) never pays off.
         await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
         await conn.execute(_FLUSH_CHECKINS, pids, serials, hws, seens, last_seen_granularity,
-                           dis, sws, vers, prevs, lasts, protos)
+                           dis, sws, vers, prevs, lasts, protos, contests)
 
 
 _DEVICE_ORDER = operator.itemgetter(0, 1)
@@ -67,15 +74,20 @@ _FLUSH_CHECKINS = """
 WITH t AS (
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) WITH ORDINALITY AS t(pid, serial, hw, seen, i)
 ), f AS MATERIALIZED (
-  SELECT t.i, t.pid, t.serial, t.hw, to_timestamp(t.seen) AS seen, d.id, d.last_seen, d.hardware_version AS db_hw
+  SELECT t.i, t.pid, t.serial, t.hw, to_timestamp(t.seen) AS seen, d.id, d.last_seen, d.hardware_version AS db_hw,
+         d.reported_hardware_version AS db_rhw
   FROM t LEFT JOIN LATERAL (
-    SELECT dv.id, dv.last_seen, dv.hardware_version FROM devices dv
+    SELECT dv.id, dv.last_seen, dv.hardware_version, dv.reported_hardware_version FROM devices dv
     WHERE dv.project_id = t.pid AND dv.serial = t.serial LIMIT 1
   ) d ON true
 ), upd AS (
-  UPDATE devices d SET last_seen = greatest(d.last_seen, f.seen), hardware_version = coalesce(d.hardware_version, f.hw)
+  UPDATE devices d SET last_seen = greatest(d.last_seen, f.seen), hardware_version = coalesce(d.hardware_version, f.hw),
+    reported_hardware_version = CASE WHEN f.hw IS NULL THEN d.reported_hardware_version
+                                     WHEN d.hardware_version IS NULL OR f.hw = d.hardware_version THEN NULL
+                                     ELSE f.hw END
   FROM f
   WHERE d.id = f.id AND (f.last_seen IS NULL OR (f.db_hw IS NULL AND f.hw IS NOT NULL)
+                         OR f.hw IS DISTINCT FROM coalesce(f.db_rhw, f.db_hw) AND f.hw IS NOT NULL
                          OR f.last_seen < f.seen - make_interval(secs => $5))
 ), ins AS (
   INSERT INTO devices (project_id, serial, hardware_version, cohort_id, last_seen)
@@ -92,27 +104,34 @@ WITH t AS (
   FROM f LEFT JOIN ins n ON f.id IS NULL AND n.project_id = f.pid AND n.serial = f.serial
 ), v AS (
   SELECT (SELECT a FROM ids)[v.di] AS device_id, v.*
-  FROM unnest($6::int[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[])
-       WITH ORDINALITY AS v(di, sw, version, prev, last, protocol, n)
+  FROM unnest($6::int[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::bool[])
+       WITH ORDINALITY AS v(di, sw, version, prev, last, protocol, contested, n)
 ), changes AS MATERIALIZED (
   SELECT v.device_id, v.sw, v.version, coalesce(v.prev, s.version) AS previous, v.last, v.protocol,
          to_timestamp(($4::float8[])[v.di]) AS seen, v.n, s.version IS NOT NULL AS stored
   FROM v LEFT JOIN LATERAL (
     SELECT s.version FROM device_software s WHERE s.device_id = v.device_id AND s.software_type = v.sw LIMIT 1
   ) s ON true
-  WHERE v.device_id IS NOT NULL AND (v.prev IS NOT NULL OR s.version IS DISTINCT FROM v.version)
+  WHERE v.device_id IS NOT NULL AND (v.prev IS NOT NULL OR v.contested OR s.version IS DISTINCT FROM v.version)
 ), hist AS (
   INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol, seen_at)
   SELECT device_id, sw, version, previous, protocol, seen FROM changes ORDER BY n
 ), cur AS (
-  UPDATE device_software s SET version = c.version, updated_at = c.seen
+  UPDATE device_software s
+  SET version = c.version, reported_at = c.seen,
+      updated_at = CASE WHEN s.version = c.version THEN s.updated_at ELSE c.seen END
   FROM changes c
   WHERE c.last AND c.stored AND s.device_id = c.device_id AND s.software_type = c.sw
+    AND c.seen >= coalesce(s.reported_at, s.updated_at)
 )
-INSERT INTO device_software (device_id, software_type, version, updated_at)
-SELECT device_id, sw, version, seen FROM changes WHERE last AND NOT stored
+INSERT INTO device_software (device_id, software_type, version, updated_at, reported_at)
+SELECT device_id, sw, version, seen, seen FROM changes WHERE last AND NOT stored
 ORDER BY device_id, sw
-ON CONFLICT (device_id, software_type) DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+ON CONFLICT (device_id, software_type) DO UPDATE
+  SET version = EXCLUDED.version, reported_at = EXCLUDED.reported_at,
+      updated_at = CASE WHEN device_software.version = EXCLUDED.version THEN device_software.updated_at
+                        ELSE EXCLUDED.updated_at END
+  WHERE coalesce(device_software.reported_at, device_software.updated_at) <= EXCLUDED.reported_at
 """
 
 

@@ -93,8 +93,10 @@ async def record_version(conn, device_id: int, software_type: str, version: str)
     if old == version:
         return False
     await conn.execute(
-        "INSERT INTO device_software (device_id, software_type, version, updated_at) VALUES ($1, $2, $3, now()) "
-        "ON CONFLICT (device_id, software_type) DO UPDATE SET version = EXCLUDED.version, updated_at = now()",
+        "INSERT INTO device_software (device_id, software_type, version, updated_at, reported_at) "
+        "VALUES ($1, $2, $3, now(), now()) "
+        "ON CONFLICT (device_id, software_type) DO UPDATE SET version = EXCLUDED.version, updated_at = now(), "
+        "reported_at = now()",
         device_id, software_type, version)
     await conn.execute(
         "INSERT INTO device_version_history (device_id, software_type, version, previous_version, protocol) "

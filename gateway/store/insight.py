@@ -27,10 +27,24 @@ async def version_groups(conn, cohort_id: int, software_type: str) -> list[async
 
 
 async def device_history(conn, project_id: int, serial: str, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT h.software_type, h.version, h.previous_version, h.protocol, h.seen_at "
-        "FROM device_version_history h JOIN devices d ON d.id = h.device_id "
-        "WHERE d.project_id = $1 AND d.serial = $2 ORDER BY h.id DESC LIMIT $3", project_id, serial, limit)
+    """A device's version changes, newest first, in the order the reports were received (not the
+    order their workers flushed them): the previous version is the one reported before, and a
+    report that repeats it (a contested check-in, store/checkins.py) is no change."""
+    return await conn.fetch(_DEVICE_HISTORY, project_id, serial, limit)
+
+
+# the previous version of the oldest row kept (retention prunes older ones) is the one it stored
+_DEVICE_HISTORY = """
+SELECT software_type, version, previous_version, protocol, seen_at FROM (
+  SELECT h.software_type, h.version, h.protocol, h.seen_at, h.id,
+         coalesce(lag(h.version) OVER w, h.previous_version) AS previous_version
+  FROM device_version_history h JOIN devices d ON d.id = h.device_id
+  WHERE d.project_id = $1 AND d.serial = $2
+  WINDOW w AS (PARTITION BY h.software_type ORDER BY h.seen_at, h.id)
+) r
+WHERE previous_version IS DISTINCT FROM version
+ORDER BY seen_at DESC, id DESC LIMIT $3
+"""
 
 
 async def list_audit(conn, project_id: int, *, actor: str | None, action: str | None, limit: int,

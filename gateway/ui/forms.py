@@ -5,20 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.domain.errors import BadRequest, Conflict
+from gateway.domain.errors import Conflict
 from gateway.services import Context, approvals, deployments, fleet, releases
 from gateway.services import ddi as ddi_svc
-from gateway.ui.context import form_context, number
+from gateway.ui.context import form_context, form_int, form_text, number
 from gateway.ui.render import render, safe_next
-
-
-def _percent(raw: str) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) > 100:
-        raise BadRequest("the rollout percentage must be a whole number from 0 to 100")
-    return int(raw)
 
 
 def _spec(rel: dict, cohort: str, percent: int | None) -> deployments.ActivationSpec:
@@ -30,11 +21,11 @@ def _spec(rel: dict, cohort: str, percent: int | None) -> deployments.Activation
 
 
 async def _confirm_or_do(request, sess, ctx, form, *, summary: str, cohort_slug: str, fields: dict, do):
-    if form.get("confirm") != "yes":
+    if form_text(form, "confirm") != "yes":
         cohort = await fleet.get_cohort(ctx, cohort_slug)
+        back = form_text(form, "back", max_len=2048)
         return render(request, "confirm.html", sess, project=ctx.project, nav="releases", summary=summary,
-                      cohort=cohort, fields=fields, action=request.path,
-                      back=str(form.get("back", "")) if safe_next(str(form.get("back", ""))) else "")
+                      cohort=cohort, fields=fields, action=request.path, back=back if safe_next(back) else "")
     change = await do()
     return render(request, "done.html", sess, project=ctx.project, nav="releases", summary=summary,
                   change=change, cohort_slug=cohort_slug)
@@ -43,9 +34,9 @@ async def _confirm_or_do(request, sess, ctx, form, *, summary: str, cohort_slug:
 async def activate(request: web.Request):
     """POST /ui/p/{project}/deployments: activate a release in a cohort (confirm first)."""
     sess, ctx, form = await form_context(request)
-    rel = await releases.get_release(ctx, str(number(str(form.get("release_id", "")), "release")))
-    percent = _percent(str(form.get("percent", "")))
-    spec = _spec(rel, str(form.get("cohort", "")), percent)
+    rel = await releases.get_release(ctx, str(number(form_text(form, "release_id", max_len=32), "release")))
+    percent = form_int(form, "percent", lo=0, hi=100)
+    spec = _spec(rel, form_text(form, "cohort", max_len=128), percent)
     label = f"{rel['delta_from']} → {rel['version']} (delta)" if rel["delta_from"] else rel["version"]
     summary = (f"Activate {rel['software_type']} {label} in cohort “{spec.cohort}” "
                + (f"as a staged rollout to {spec.rollout_percent} % of its devices" if spec.type == "staged_rollout"
@@ -53,7 +44,7 @@ async def activate(request: web.Request):
     return await _confirm_or_do(
         request, sess, ctx, form, summary=summary, cohort_slug=spec.cohort,
         fields={"release_id": rel["id"], "cohort": spec.cohort, "percent": "" if percent is None else percent,
-                "back": form.get("back", "")},
+                "back": form_text(form, "back", max_len=2048)},
         do=lambda: deployments.activate(ctx, spec))
 
 
@@ -68,13 +59,14 @@ async def change_rollout(request: web.Request):
     """POST /ui/p/{project}/deployments/{id}/rollout: change a staged rollout's percentage."""
     sess, ctx, form = await form_context(request)
     dep = await _active_deployment(ctx, request.match_info["id"])
-    percent = _percent(str(form.get("percent", "")))
+    percent = form_int(form, "percent", lo=0, hi=100)
     rel = dict(dep["release"])
     spec = _spec(rel, dep["cohort"]["slug"], percent)
     summary = (f"Change the rollout of {rel['software_type']} {rel['version']} in cohort “{spec.cohort}” "
                f"from {dep['rollout_percent']} % to {100 if percent is None else percent} %")
     return await _confirm_or_do(request, sess, ctx, form, summary=summary, cohort_slug=spec.cohort,
-                                fields={"percent": "" if percent is None else percent, "back": form.get("back", "")},
+                                fields={"percent": "" if percent is None else percent,
+                                        "back": form_text(form, "back", max_len=2048)},
                                 do=lambda: deployments.activate(ctx, spec))
 
 
@@ -86,7 +78,7 @@ async def abort(request: web.Request):
     summary = (f"Abort (deactivate) {rel['software_type']} {rel['version']} in cohort “{dep['cohort']['slug']}”: "
                "devices stop being offered it")
     return await _confirm_or_do(request, sess, ctx, form, summary=summary, cohort_slug=dep["cohort"]["slug"],
-                                fields={"back": form.get("back", "")},
+                                fields={"back": form_text(form, "back", max_len=2048)},
                                 do=lambda: deployments.deactivate(ctx, dep["id"]))
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from gateway.domain.errors import Unauthorized
 from gateway.services.login_guard import LoginBusy, LoginRefused, LoginThrottled
 from gateway.ui import session
+from gateway.ui.context import form_text
 from gateway.ui.render import UI, error_page, redirect, render, safe_next
 
 # a login refused unchecked: the HTML error page with its status and Retry-After
@@ -15,11 +16,18 @@ _REFUSED = {LoginThrottled: 429, LoginBusy: 503}
 async def login_form(request: web.Request, *, status: int = 200, message: str = "", form=None):
     cookie: dict = {}
     token = await session.login_token(request, cookie)
-    nxt = (form or request.query).get("next", "")
+    email = (form or {}).get("email", "")
     resp = render(request, "login.html", None, status=status, login_csrf=token, message=message,
-                  next=nxt if safe_next(nxt) else "", email=(form or {}).get("email", ""))
+                  next=_next(form or request.query), email=email if isinstance(email, str) else "")
     resp.set_cookie(cookie.pop("name"), cookie.pop("value"), **cookie)
     return resp
+
+
+def _next(fields) -> str:
+    """Where to go after logging in: a safe dashboard URL, else "" (a `next` that is not one, a
+    CR/LF header injection say, is dropped: the login still goes to the dashboard's start)."""
+    nxt = fields.get("next", "")
+    return nxt if isinstance(nxt, str) and safe_next(nxt) else ""
 
 
 async def login_page(request: web.Request):
@@ -31,13 +39,12 @@ async def login(request: web.Request):
     """POST /ui/login: an org token, or a user's email and secret."""
     form = await request.post()
     await session.check_login_csrf(request, form)
-    email = str(form.get("email", "")).strip()
-    secret = str(form.get("secret", ""))
+    email = form_text(form, "email", max_len=254).strip()
+    secret = form_text(form, "secret", max_len=1024)
     if not secret:
         return await login_form(request, status=400, message="Enter an org token, or an email and its secret.",
                                 form=form)
-    nxt = str(form.get("next", ""))
-    resp = redirect(nxt if safe_next(nxt) else UI)
+    resp = redirect(_next(form) or UI)
     try:
         await session.start(request, resp, email or None, secret)
     except LoginRefused as e:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.appkeys import RESOURCES
 from gateway.domain.errors import BadRequest, NotFound
+from gateway.domain.fields import parse_int
 from gateway.services import (
     approvals,
     deployments,
@@ -112,10 +113,7 @@ async def devices_page(request: web.Request):
     sess, ctx = await page_context(request)
     q = request.query
     serial = q.get("serial", "").strip()
-    try:
-        page_no = max(int(q.get("page", 1)), 1)
-    except ValueError:
-        raise BadRequest("page must be an integer") from None
+    page_no = parse_int(q.get("page"), "page", default=1, lo=1, hi=1_000_000, clamp=True)
     total, rows = await fleet.list_devices(ctx, cohort=q.get("cohort"), hardware_version=q.get("hardware_version"),
                                            serial_prefix=serial, limit=50, page=page_no)
     if serial and any(d["device_serial"] == serial for d in rows) and total == 1:

@@ -41,8 +41,11 @@ def redirect(location: str) -> web.Response:
 
 
 def safe_next(nxt: str) -> bool:
-    """Whether a `next` or `back` URL stays on the dashboard (never an open redirect)."""
-    return nxt.startswith("/ui/") and not nxt.startswith("//") and "\\" not in nxt
+    """Whether a `next` or `back` URL stays on the dashboard (never an open redirect) and can be
+    sent as a Location header: printable ASCII without spaces, so no CR/LF (which aiohttp would
+    refuse to write, dropping the connection) and nothing a browser reads another way."""
+    return (nxt.startswith("/ui/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) <= 2048
+            and nxt.isascii() and nxt.isprintable() and " " not in nxt)
 
 
 def can_edit(ident) -> bool:

@@ -1,9 +1,6 @@
 """What a DDI device reports: feedback on actions (written synchronously) and configData."""
 from __future__ import annotations
 
-import json
-
-import orjson
 from aiohttp import web
 
 from gateway.api.ddi.device import (
@@ -22,19 +19,14 @@ from gateway.domain.ddi_actions import (
     transition,
 )
 from gateway.domain.errors import BadRequest, Gone, NotAllowed, NotFound
+from gateway.http.jsonbody import parse_json
 from gateway.store import ddi as ddi_store
 
 
 def lenient_json(raw: bytes):
-    """Parse a device's JSON; SWUpdate builds bodies with printf and may put raw newlines in strings."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(raw.decode("utf-8", "replace"), strict=False)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
+    """Parse a device's JSON; SWUpdate builds bodies with printf and may put raw newlines in strings
+    (the one body reader, `http.jsonbody`, bounds nesting and names out-of-range numbers)."""
+    return parse_json(raw, lenient=True)
 
 
 async def _feedback(request: web.Request, caller: Caller, kind: str) -> web.Response:

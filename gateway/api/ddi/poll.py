@@ -140,6 +140,9 @@ def degrades(handler):
             if key is None:
                 raise
             project = key[0]
+            # recorded like any poll: the check-in waits in the buffer until the database is back
+            request.app[DEVICE].checkins.add(project.id, request.match_info["controllerId"], None,
+                                             project.ddi_software_type or "", None, "ddi")
             METRICS.inc("ota_gateway_polls", ("ddi", "database_unavailable"))
             interval = project.cohorts[project.default_cohort_id]["ddi_polling_interval"]
             resp = json_answer(request, {"config": {"polling": {"sleep": sleep_text(min(interval, 60))}}})

@@ -4,11 +4,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.domain.errors import BadRequest, TooLarge, UnsupportedMediaType
 from gateway.http.errors import json_response
+from gateway.http.jsonbody import parse_json
 
 P = "/api/v0/organizations/{org}/projects/{project}"
 
@@ -20,23 +20,6 @@ def data(obj: Any, status: int = 200) -> web.Response:
 def _json_media_type(content_type: str) -> bool:
     return content_type == "application/json" or (content_type.startswith("application/")
                                                    and content_type.endswith("+json"))
-
-
-def _check_text(value, path: str = "body", depth: int = 0) -> None:
-    """Reject what PostgreSQL text cannot hold (NUL) anywhere in a JSON document, and absurd nesting."""
-    if depth > 32:
-        raise BadRequest(f"{path} is nested more than 32 levels deep")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise BadRequest(f"{path} contains a NUL character")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if "\x00" in k:
-                raise BadRequest(f"{path} has a key containing a NUL character")
-            _check_text(v, f"{path}.{k[:64]}" if path != "body" else k[:64], depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_text(v, f"{path}[{i}]", depth + 1)
 
 
 # The fields a body may have: a name maps to None (any value) or to the fields of the object
@@ -62,7 +45,7 @@ async def body_json(request: web.Request, fields: Fields) -> dict:
     """The request body as a JSON object ({} when empty: memfault-cli <= 1.8 posts /upload
     without a body) with only the declared `fields`. 415 for a body of another media type, 413
     past the app's size limit, 400 for invalid UTF-8, invalid JSON, a non-object, NUL
-    characters or an unknown field."""
+    characters, numbers no field can hold, absurd nesting or an unknown field (`http.jsonbody`)."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
@@ -78,12 +61,8 @@ async def body_json(request: web.Request, fields: Fields) -> dict:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRequest(f"request body is not valid UTF-8 (byte {e.start})", type="invalid_encoding") from None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"request body is not valid JSON: {str(e)[:120]}") from None
+    body = parse_json(raw, refuse_nul=True)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    _check_text(body)
     only_fields(body, fields)
     return body

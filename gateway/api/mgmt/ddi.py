@@ -11,6 +11,7 @@ from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, body_json, data
 from gateway.crypto.tokens import hash_token
 from gateway.domain.errors import BadRequest
+from gateway.domain.fields import parse_id
 from gateway.http.errors import add_route
 from gateway.services import ddi as ddi_svc
 
@@ -53,10 +54,8 @@ async def retry_action(request: web.Request) -> web.Response:
     """POST D/actions/{action_id}/retry: offer a release that failed on this device again."""
     ctx = await context_for(request)
     await body_json(request, {})
-    raw = request.match_info["action_id"]
-    if not raw.isdigit():
-        raise BadRequest("action_id must be an integer")
-    change = await ddi_svc.retry_action(ctx, request.match_info["serial"], int(raw))
+    action_id = parse_id(request.match_info["action_id"], "action_id")
+    change = await ddi_svc.retry_action(ctx, request.match_info["serial"], action_id)
     return data(change.data, status=202 if change.pending else 200)
 
 

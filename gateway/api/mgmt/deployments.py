@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, body_json, data
-from gateway.domain.errors import NotFound
+from gateway.domain.fields import parse_id
 from gateway.http.errors import add_route, json_response
 from gateway.services import Change, approvals
 from gateway.services import deployments as svc
@@ -23,10 +23,7 @@ def _answer(change: Change) -> web.Response:
 
 
 def _int_id(request: web.Request, what: str) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise NotFound(f"{what} not found") from None
+    return parse_id(request.match_info["id"], what)
 
 
 async def list_deployments(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, body_json, data
 from gateway.crypto.tokens import hash_token, new_project_key
 from gateway.domain.errors import BadRequest, NotFound
-from gateway.domain.fields import _SLUG_CHARS, need_str
+from gateway.domain.fields import _SLUG_CHARS, MAX_ID, is_id, need_str, parse_id, parse_int
 from gateway.http.errors import add_route, json_response
 from gateway.memory.mirror import SERIAL_RE_TEXT
 from gateway.services import Change, devices, fleet
@@ -40,11 +40,10 @@ async def get_cohort(request: web.Request) -> web.Response:
 async def list_devices(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     q = request.query
-    try:
-        limit = min(int(q.get("per_page", q.get("limit", 100))), 1000)
-        page = max(int(q.get("page", 1)), 1)
-    except ValueError:
-        raise BadRequest("per_page and page must be integers") from None
+    per_page = "per_page" if "per_page" in q else "limit"
+    limit = min(parse_int(q.get(per_page), per_page, default=100, lo=0, hi=MAX_ID), 1000)
+    # a page before the first is the first; past 10**9 its OFFSET would leave bigint range
+    page = max(parse_int(q.get("page"), "page", default=1, lo=-MAX_ID, hi=10**9), 1)
     total, rows = await fleet.list_devices(ctx, cohort=q.get("cohort"), hardware_version=q.get("hardware_version"),
                                            limit=limit, page=page)
     return json_response({"data": rows, "paging": {"total_count": total, "page": page, "per_page": limit}})
@@ -52,11 +51,13 @@ async def list_devices(request: web.Request) -> web.Response:
 
 def _cohort_slug(body: dict, *, default: str | None = None) -> str:
     """`cohort` is a slug or an object with one (the shape devices are answered with)."""
-    slug = body.get("cohort") or default
+    slug = body.get("cohort")
+    if slug is None and default is not None:
+        return default
     if isinstance(slug, dict):
         slug = slug.get("slug")
     if not isinstance(slug, str) or not slug:
-        raise BadRequest("cohort is required (a cohort slug)")
+        raise BadRequest("cohort is required (a cohort slug, or an object with one)")
     return slug
 
 
@@ -163,7 +164,7 @@ async def _change_override(request: web.Request, *, clear: bool) -> web.Response
 async def _override_release(conn, project_id: int, release_ref: dict) -> int:
     """The release an override names: a release id, or a version (with its software type)."""
     ref, software_type = release_ref["release"], release_ref.get("software_type")
-    if ref.isdigit() and not await releases_store.find_releases(conn, project_id, ref, None):
+    if is_id(ref) and not await releases_store.find_releases(conn, project_id, ref, None):
         rows = await releases_store.releases_with_payloads(conn, project_id, release_id=int(ref))
         if not rows:
             raise NotFound(f"release {ref!r} not found")
@@ -221,11 +222,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     ctx.ident.require("manager")
     await body_json(request, {})
-    try:
-        kid = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("project key not found") from None
-    await devices.revoke_key(ctx, kid)
+    await devices.revoke_key(ctx, parse_id(request.match_info["id"], "project key"))
     return web.Response(status=204)
 
 

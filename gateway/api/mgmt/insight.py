@@ -7,7 +7,7 @@ from aiohttp import web
 
 from gateway.api.mgmt.auth import context_for
 from gateway.api.mgmt.common import P, data
-from gateway.domain.errors import BadRequest
+from gateway.domain.fields import MAX_ID, parse_int
 from gateway.http.errors import add_route
 from gateway.services import insight
 
@@ -33,11 +33,8 @@ async def audit_log(request: web.Request) -> web.Response:
     """GET audit-log?actor=&action=&limit=&before=<id> — newest first, append-only."""
     ctx = await context_for(request)
     q = request.query
-    try:
-        limit = min(int(q.get("limit", 100)), 1000)
-        before = int(q["before"]) if q.get("before") else None
-    except ValueError:
-        raise BadRequest("limit and before must be integers") from None
+    limit = min(parse_int(q.get("limit"), "limit", default=100, lo=0, hi=MAX_ID), 1000)
+    before = parse_int(q.get("before"), "before", default=None, lo=0, hi=MAX_ID)
     return data(await insight.audit_log(ctx, actor=q.get("actor"), action=q.get("action"), limit=limit,
                                         before=before))
 

@@ -9,7 +9,7 @@ from gateway.appkeys import RESOURCES
 from gateway.crypto.tokens import new_org_token
 from gateway.domain.access import ROLES
 from gateway.domain.errors import BadRequest, NotFound
-from gateway.domain.fields import need_str
+from gateway.domain.fields import need_str, parse_id
 from gateway.http.errors import add_route
 from gateway.services import Context, org
 
@@ -27,7 +27,7 @@ async def _manager(request: web.Request) -> Context:
 
 def _role(body: dict) -> str:
     role = body.get("role", "editor")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list or an object is not hashable
         raise BadRequest("role must be viewer, editor or manager")
     return role
 
@@ -51,11 +51,7 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     ctx = await _manager(request)
     await body_json(request, {})
-    try:
-        tid = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("token not found") from None
-    await org.revoke_token(ctx, tid)
+    await org.revoke_token(ctx, parse_id(request.match_info["id"], "token"))
     return web.Response(status=204)
 
 

@@ -92,7 +92,7 @@ async def create_upload(request: web.Request) -> web.Response:
     body = await body_json(request, {"kind": None, "size": None})
     settings = request.app[SETTINGS]
     size = body.get("size")
-    if size is not None and (not isinstance(size, int) or size < 0):
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise BadRequest("size must be a non-negative integer")
     if size is not None and size > settings.max_upload_size:
         raise BadRequest(f"Uploaded file is too big: the limit is {settings.max_upload_size} bytes",

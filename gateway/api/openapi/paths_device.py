@@ -43,7 +43,9 @@ def memfault_paths() -> dict:
         query("device_serial", {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,128}$"},
               "required unless device_id is given"),
         query("device_id", description="alias of device_serial (Nordic's iOS library)"),
-        query("hardware_version", required=True), query("software_type", required=True),
+        query("hardware_version", {"type": "string", "maxLength": 255}, "hardware the project has never seen: "
+              "204, memfault-reason unknown_hardware_version", required=True),
+        query("software_type", required=True),
         query("current_version", {"type": "string", "maxLength": 255}),
     ]
     no_update = {"204": {"description": "No update; memfault-reason says why",

@@ -59,8 +59,8 @@ MANAGEMENT_SCHEMAS: dict[str, dict] = {
         "ddi_polling_interval": INT, "ddi_update_type": {"enum": ["attempt", "forced"]},
         "requires_approval": BOOL, "created_date": null(DATE), "device_count": INT}, optional=("device_count",)),
     "Device": obj({
-        "device_serial": STR, "hardware_version": null(STR), "cohort": ref("CohortRef"), "staged": BOOL,
-        "release_override_id": null(INT), "software_versions": STRING_MAP, "last_seen": null(DATE),
+        "device_serial": STR, "hardware_version": null(STR), "reported_hardware_version": null(STR),
+        "cohort": ref("CohortRef"), "staged": BOOL, "release_override_id": null(INT), "software_versions": STRING_MAP, "last_seen": null(DATE),
         "created_date": null(DATE)}),
     "DeviceHistoryEntry": obj({"software_type": STR, "version": STR, "previous_version": null(STR),
                                "protocol": STR, "date": null(DATE)}),
