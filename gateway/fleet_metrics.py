@@ -27,6 +27,7 @@ class FleetMetrics:
             async with pool.acquire() as conn:
                 versions = await insight_store.fleet_version_counts(conn)
                 staged = await insight_store.fleet_staged_counts(conn)
+                cohorts = await insight_store.fleet_cohort_counts(conn)
                 actions = await insight_store.fleet_action_counts(conn)
         except Exception:  # metrics must never fail the scrape: serve the last snapshot
             return self._families
@@ -34,18 +35,23 @@ class FleetMetrics:
                                     labels=["project", "cohort", "software_type", "version"])
         for r in versions:
             devices.add_metric([r["project"], r["cohort"], r["software_type"], r["version"]], r["n"])
-        staged_f = GaugeMetricFamily("ota_gateway_staged_devices", "Devices marked staged, per cohort",
-                                     labels=["project", "cohort"])
-        cohort_f = GaugeMetricFamily("ota_gateway_cohort_devices", "Devices per cohort", labels=["project", "cohort"])
+        rollout = ["project", "cohort", "software_type"]
+        staged_f = GaugeMetricFamily("ota_gateway_staged_devices",
+                                     "Devices actually staged by a cohort's staged rollout", labels=rollout)
+        percent_f = GaugeMetricFamily("ota_gateway_rollout_percent",
+                                      "The configured percentage of a cohort's staged rollout", labels=rollout)
         for r in staged:
-            staged_f.add_metric([r["project"], r["cohort"]], r["staged"])
+            staged_f.add_metric([r["project"], r["cohort"], r["software_type"]], r["staged"])
+            percent_f.add_metric([r["project"], r["cohort"], r["software_type"]], r["rollout_percent"])
+        cohort_f = GaugeMetricFamily("ota_gateway_cohort_devices", "Devices per cohort", labels=["project", "cohort"])
+        for r in cohorts:
             cohort_f.add_metric([r["project"], r["cohort"]], r["n"])
         actions_f = GaugeMetricFamily("ota_gateway_release_actions",
                                       "DDI actions per release and status (open, succeeded, failed, ...)",
                                       labels=["project", "software_type", "release", "status"])
         for r in actions:
             actions_f.add_metric([r["project"], r["software_type"], r["version"], r["status"]], r["n"])
-        self._families = [devices, staged_f, cohort_f, actions_f]
+        self._families = [devices, staged_f, percent_f, cohort_f, actions_f]
         self._at = time.monotonic()
         return self._families
 

@@ -27,6 +27,7 @@ from fleet import hardware_of, serial, version_of  # noqa: E402
 
 from gateway.cli import prepare_database  # noqa: E402
 from gateway.config import Settings  # noqa: E402
+from gateway.domain.staging import new_salt  # noqa: E402
 from gateway.pgembed import EmbeddedPostgres  # noqa: E402
 from gateway.progress import Progress  # noqa: E402
 from gateway.store import db as db_store
@@ -110,7 +111,7 @@ async def seed(dsn: str, storage: Path, devices: int, releases: int, other_share
                                                sha1=hashlib.sha1(content).hexdigest(), extra_info=None)
                 for cid in [default] + cohort_ids:
                     await deployments_store.create_activation(conn, pid, rel["id"], cid, type_="normal", rollout_percent=None,
-                                                  actor="seed")
+                                                  actor="seed", salt=new_salt())
             await resolution_store.rebuild_resolution(conn, pid)
         timings["releases_seconds"] = time.perf_counter() - t0
     finally:

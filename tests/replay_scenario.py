@@ -563,7 +563,7 @@ async def _staging(rec: Recorder) -> None:
     await c("deployments: percent 101 400", "POST", P + "/deployments",
             json_body={"type": "staged_rollout", "release": "1.0.0", "cohort": "default", "rollout_percent": 101})
     await c("deployments: unknown field 400", "POST", P + "/deployments",
-            json_body={"release": "1.0.0", "cohort": "default", "dry_run": True})
+            json_body={"release": "1.0.0", "cohort": "default", "dryrun": True})
     await c("deployments: unknown release 404", "POST", P + "/deployments",
             json_body={"release": "0.0.404", "cohort": "default"})
     await c("deployments: unknown cohort 404", "POST", P + "/deployments", json_body={"release": "1.0.0", "cohort": "nope"})

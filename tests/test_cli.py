@@ -41,8 +41,13 @@ def test_cli_end_to_end(gw, tmp_path):
         cli(gw, "devices", "add", f"CLI{i}", "--hardware-version", "mp", "--cohort", "beta")
     out = cli(gw, "activate", "1.0.0", "--cohort", "beta").stdout
     assert "deployment" in out and "beta" in out
-    out = cli(gw, "activate", "2.0.0", "--cohort", "beta", "--percent", "50").stdout
-    assert "50%" in out
+    # preview first: nothing changes; then apply exactly it with the token it printed
+    out = cli(gw, "activate", "2.0.0", "--cohort", "beta", "--percent", "50", "--dry-run").stdout
+    assert "dry run: 2 device(s) would move" in out and "1.0.0 x4" in out
+    assert json.loads(cli(gw, "matrix", "--cohort", "beta", "--json").stdout)["staged_devices"] == 0
+    token = out.split("--preview-token ")[1].split()[0]
+    out = cli(gw, "activate", "2.0.0", "--cohort", "beta", "--percent", "50", "--preview-token", token).stdout
+    assert "50%" in out and "staged now: 2/4" in out
     matrix = json.loads(cli(gw, "matrix", "--cohort", "beta", "--json").stdout)
     assert matrix["devices"] == 4 and matrix["staged_devices"] == 2
     text = cli(gw, "matrix", "--cohort", "beta").stdout
@@ -53,6 +58,7 @@ def test_cli_end_to_end(gw, tmp_path):
     cli(gw, "devices", "clear-override", "CLI0")
     out = cli(gw, "devices", "stage", "beta", "--limit", "1").stdout
     assert "3 of 4 staged" in out
+    assert "dry run" in cli(gw, "devices", "move", "CLI3", "default", "--dry-run").stdout
     cli(gw, "devices", "move", "CLI3", "default")
     key = json.loads(cli(gw, "keys", "create", "--name", "beta-key", "--cohort-override", "beta", "--json").stdout)
     assert len(key["key"]) == 32

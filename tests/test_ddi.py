@@ -421,7 +421,7 @@ async def polled_then_quiet(client, serials) -> list[str]:
     """Poll each device once, write their check-ins, let notifications settle, and from then on
     log every query the app's pooled connections send (the list returned)."""
     app = client.server.app
-    app[CHECKINS].interval = 3600  # keep the write-behind flush out of the measured window
+    await app[CHECKINS].set_interval(3600)  # keep the write-behind flush out of the measured window
     for serial in serials:
         await poll(client, serial)
     await app[CHECKINS].flush()
@@ -500,3 +500,30 @@ async def test_ddi_poll_rate_limit_answers_429_with_retry_after(released):
         assert (await r.json())["error"]["type"] == "rate_limited"
     finally:
         await released.patch(P, json={"poll_limit_per_minute": None}, headers=auth_headers())
+
+
+async def test_a_change_notice_drops_the_cached_state_even_while_the_mirror_is_busy(released):
+    """Another process changed a device (its configData, say): the notice drops this process's
+    cached state as it arrives, not after whatever reload the mirror is busy with (a slow reload,
+    or a pool with no free connection, once left a worker answering from a stale state)."""
+    import asyncio
+
+    from gateway.domain import notify
+    from gateway.memory.ddi_cache import DDI_CACHE
+    from gateway.store import db as db_store
+
+    app = released.server.app
+    await config(released, "NOTICE1", {"memfault__hardware_version": "evt"})
+    await poll(released, "NOTICE1")
+    view = app[MIRROR].by_slug[PROJECT]
+    key = (view.id, "NOTICE1")
+    cache = app[DDI_CACHE]
+    assert cache.peek(key) is not None
+    async with app[MIRROR]._apply_lock:  # a reload under way
+        async with app[POOL].acquire() as conn:
+            await db_store.notify(conn, notify.ddi(view.id, "NOTICE1", "another-process"))
+        for _ in range(200):  # bounded: 2 s
+            if cache.peek(key) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert cache.peek(key) is None

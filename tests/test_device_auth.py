@@ -38,7 +38,7 @@ async def released(client):
 async def query_spy(app) -> list[str]:
     """Let the app's background work settle, then log every statement any pooled connection sends
     (all of them: the pool is filled first, so that none is opened unlogged later)."""
-    app[CHECKINS].interval = 3600  # keep the write-behind flush out of the measured window
+    await app[CHECKINS].set_interval(3600)  # keep the write-behind flush out of the measured window
     await app[CHECKINS].preload_done()
     await app[CHECKINS].flush()
     await _quiesce(app)

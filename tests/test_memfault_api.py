@@ -175,7 +175,7 @@ async def test_steady_state_poll_makes_no_database_round_trip(released):
     assert conns
     for c in conns:
         c.add_query_logger(lambda rec: seen.append(rec.query))
-    app[CHECKINS].interval = 3600  # keep the write-behind flush out of the measured window
+    await app[CHECKINS].set_interval(3600)  # keep the write-behind flush out of the measured window
     await released.get(LATEST + "/url", params=q(serial="STEADY", current="1.0.0"), headers=KEY)
     await app[CHECKINS].flush()
     seen.clear()

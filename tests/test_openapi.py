@@ -177,6 +177,10 @@ async def test_main_flows_match_the_document(client, check):
                 headers=a, json={"release": "3.0.0"})
     await check("DELETE", P + "/devices/OA2/release-override", P + "/devices/{serial}/release-override",
                 expect=200, headers=a)
+    await check("POST", P + "/cohorts/oa-beta/staging", P + "/cohorts/{cohort}/staging", expect=409, headers=a,
+                json={"limit": 10})  # no staged rollout in the cohort yet
+    await check("POST", P + "/deployments", P + "/deployments", expect=201, headers=a,
+                json={"type": "staged_rollout", "release": "3.0.0", "cohort": "oa-beta", "rollout_percent": 0})
     await check("POST", P + "/cohorts/oa-beta/staging", P + "/cohorts/{cohort}/staging", expect=200, headers=a,
                 json={"limit": 10})
     await check("GET", P + "/cohorts/default/version-matrix?software_type=oa", P + "/cohorts/{cohort}/version-matrix",

@@ -106,6 +106,13 @@ async def test_real_memfault_cli_full_delta_mpt_and_deploy(gateways, tmp_path):
         answers = [await latest(s, gw, f"RO{i}", "2.0.0") for i in range(4)]
         assert sorted(a[0] for a in answers) == [200, 200, 204, 204]
         assert {a[1] for a in answers if a[0] == 204} == {"not_staged"}
+        # widening through the CLI keeps the two staged devices and adds one
+        first = {i for i, a in enumerate(answers) if a[0] == 200}
+        await memfault(gw, "deploy-release", "--release-version", "3.0.0", "--cohort", "rollout",
+                       "--rollout-percent", "75")
+        answers = [await latest(s, gw, f"RO{i}", "2.0.0") for i in range(4)]
+        wider = {i for i, a in enumerate(answers) if a[0] == 200}
+        assert len(wider) == 3 and first <= wider
 
 
 async def test_activation_through_one_process_is_served_by_the_other_within_1s(gateways, tmp_path):

@@ -113,6 +113,11 @@ async def test_filtered_staging_most_recently_seen_first(client):
     for i, v in enumerate(["1.2.0", "1.2.0", "1.1.0", "1.2.0", "1.2.0", "1.2.0"]):
         await poll(client, f"FLT{i}", v)
         await client.server.app[CHECKINS].flush()
+    # staged membership belongs to a staged rollout: without one there is nothing to stage for
+    r = await client.post(P + "/cohorts/flt/staging", json={"staged": True, "limit": 2}, headers=auth_headers())
+    assert r.status == 409 and "no staged rollout" in (await r.json())["error"]["message"]
+    await upload_release(client, b"flt5" * 100, version="5.0.0", software_type="main", hardware_version="mp")
+    await deploy(client, "5.0.0", cohort="flt", percent=0)
     r = await client.post(P + "/cohorts/flt/staging", json={"staged": True, "current_version": "1.2.0",
                                                             "software_type": "main", "limit": 2},
                           headers=auth_headers())

@@ -31,20 +31,21 @@ async def test_every_management_write_refuses_an_unknown_field(client):
     routes = management_writes(client.server.app)
     assert len(routes) >= 25
     for method, path in routes:
-        r = await client.request(method, _filled(path), json={"dry_run": True}, headers=auth_headers())
+        r = await client.request(method, _filled(path), json={"dryrun": True}, headers=auth_headers())
         body = await r.json()
         assert r.status == 400, f"{method} {path}: {r.status} {body}"
-        assert body["error"]["type"] == "unknown_field" and "'dry_run'" in body["error"]["message"], (method, path)
+        assert body["error"]["type"] == "unknown_field" and "'dryrun'" in body["error"]["message"], (method, path)
 
 
-async def test_dry_run_on_a_deployment_is_refused_and_nothing_is_activated(client):
+async def test_a_misspelt_dry_run_is_refused_and_nothing_is_activated(client):
+    """`dryrun` is not `dry_run` (which previews, tests/test_preview.py): refused, never applied."""
     await upload_release(client, b"dry" * 300, version="3.0.0", software_type="dry", hardware_version="mp")
     params = {"device_serial": "DRY1", "hardware_version": "mp", "software_type": "dry", "current_version": "1.0.0"}
     r = await client.get("/api/v0/releases/latest", params=params, headers={"Memfault-Project-Key": PROJECT_KEY})
     assert r.status == 204
     r = await client.post(P + "/deployments", json={"type": "normal", "release": "3.0.0", "cohort": "default",
-                                                    "dry_run": True}, headers=auth_headers())
-    assert r.status == 400 and "dry_run" in (await r.json())["error"]["message"]
+                                                    "dryrun": True}, headers=auth_headers())
+    assert r.status == 400 and "dryrun" in (await r.json())["error"]["message"]
     r = await client.get(P + "/deployments", params={"release": "3.0.0"}, headers=auth_headers())
     assert (await r.json())["data"] == []
     r = await client.get("/api/v0/releases/latest", params=params, headers={"Memfault-Project-Key": PROJECT_KEY})

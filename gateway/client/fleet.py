@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from gateway.client import preview
 from gateway.client.commands import Commands
 from gateway.client.http import Client
 from gateway.client.output import format_inspect, onoff, table
@@ -54,8 +55,8 @@ def devices_history(c: Client, a: argparse.Namespace) -> Result:
 
 
 def devices_clear_override(c: Client, a: argparse.Namespace) -> Result:
-    d = c.call("DELETE", c.project_path(f"/devices/{a.serial}/release-override"))
-    return d, f"override of {a.serial} cleared"
+    d = c.call("DELETE", c.project_path(f"/devices/{a.serial}/release-override"), query=preview.query(a))
+    return d, preview.shown(d, f"override of {a.serial} cleared")
 
 
 def devices_add(c: Client, a: argparse.Namespace) -> Result:
@@ -65,8 +66,8 @@ def devices_add(c: Client, a: argparse.Namespace) -> Result:
 
 
 def devices_move(c: Client, a: argparse.Namespace) -> Result:
-    d = c.call("PATCH", c.project_path(f"/devices/{a.serial}"), {"cohort": a.cohort})
-    return d, f"moved {a.serial} to cohort {a.cohort}"
+    d = c.call("PATCH", c.project_path(f"/devices/{a.serial}"), {"cohort": a.cohort, **preview.body(a)})
+    return d, preview.shown(d, f"moved {a.serial} to cohort {a.cohort}")
 
 
 def devices_stage(c: Client, a: argparse.Namespace) -> Result:
@@ -78,7 +79,9 @@ def devices_stage(c: Client, a: argparse.Namespace) -> Result:
                                        "software_type": a.software_type, "hardware_version": a.hardware_version,
                                        "order": a.order}.items() if v is not None})
     with working(f"{'unstaging' if a.unstage else 'staging'} devices of cohort {a.cohort}"):
-        d = c.call("POST", c.project_path(f"/cohorts/{a.cohort}/staging"), body)
+        d = c.call("POST", c.project_path(f"/cohorts/{a.cohort}/staging"), {**body, **preview.body(a)})
+    if d.get("dry_run"):
+        return d, preview.format_preview(d)
     return d, f"{'unstaged' if a.unstage else 'staged'} {d['changed']} device(s); cohort {a.cohort} now " \
               f"has {d['staged']} of {d['devices']} staged"
 
@@ -87,8 +90,8 @@ def devices_override(c: Client, a: argparse.Namespace) -> Result:
     body = {"release": a.release}
     if a.software_type:
         body["software_type"] = a.software_type
-    d = c.call("PUT", c.project_path(f"/devices/{a.serial}/release-override"), body)
-    return d, f"{a.serial} is pinned to release {a.release}"
+    d = c.call("PUT", c.project_path(f"/devices/{a.serial}/release-override"), {**body, **preview.body(a)})
+    return d, preview.shown(d, f"{a.serial} is pinned to release {a.release}")
 
 
 def keys_list(c: Client, a: argparse.Namespace) -> Result:
@@ -135,9 +138,11 @@ def add_devices(commands: Commands) -> None:
     x = s.add("list", devices_list)
     x.add_argument("--cohort")
     x.add_argument("--limit", type=int, default=100)
-    for name, handler in (("get", devices_get), ("history", devices_history),
-                          ("clear-override", devices_clear_override)):
+    for name, handler in (("get", devices_get), ("history", devices_history)):
         s.add(name, handler).add_argument("serial")
+    x = s.add("clear-override", devices_clear_override)
+    x.add_argument("serial")
+    preview.add_flags(x)
     x = s.add("add", devices_add)
     x.add_argument("serial")
     x.add_argument("--hardware-version", required=True)
@@ -145,6 +150,7 @@ def add_devices(commands: Commands) -> None:
     x = s.add("move", devices_move)
     x.add_argument("serial")
     x.add_argument("cohort")
+    preview.add_flags(x)
     x = s.add("stage", devices_stage, help="stage (or --unstage) named devices or a filtered set of a cohort")
     x.add_argument("cohort")
     x.add_argument("--serial", action="append", help="repeatable; otherwise the filters below apply")
@@ -154,10 +160,12 @@ def add_devices(commands: Commands) -> None:
     x.add_argument("--hardware-version")
     x.add_argument("--order", choices=["last_seen", "random"])
     x.add_argument("--unstage", action="store_true")
+    preview.add_flags(x)
     x = s.add("override", devices_override, help="pin a device to a release")
     x.add_argument("serial")
     x.add_argument("release")
     x.add_argument("--software-type")
+    preview.add_flags(x)
 
 
 def add_keys(commands: Commands) -> None:

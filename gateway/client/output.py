@@ -33,7 +33,8 @@ def format_matrix(m: dict) -> str:
            table(rows, ["current \\ next"] + cols + ["total", "staged"]), "", "active releases:"]
     for r in m["active_releases"]:
         label = f"{r['delta_from']} -> {r['version']}" if r["delta_from"] else r["version"]
-        staged = f" staged {r['rollout_percent']}%" if r["staged"] else ""
+        staged = (f" staged {r['rollout_percent']}% (actually {m['staged_devices']} of {m['devices']})"
+                  if r["staged"] else "")
         out.append(f"  {label:<20} {r['kind']}{staged}")
     out.append(f"target version: {m['target_version'] or '-'}"
                + (f" (staged: {m['staged_target_version']})" if m["staged_target_version"] != m["target_version"]

@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any
 
+from gateway.client import preview
 from gateway.client.commands import Commands
 from gateway.client.http import Client, CliError
 from gateway.client.output import format_matrix, table
@@ -80,8 +81,16 @@ def deployments(c: Client, a: argparse.Namespace) -> Result:
     d = c.call("GET", c.project_path("/deployments"), query={"cohort": a.cohort})
     return d, table([[x["id"], x["cohort"]["slug"], (f"{x['release']['delta_from']} -> "
                                                      if x["release"]["delta_from"] else "") + x["release"]["version"],
-                      x["type"], x["rollout_percent"], x["status"], x["deployer"], x["deployed_date"]] for x in d],
-                    ["id", "cohort", "release", "type", "percent", "status", "by", "date"])
+                      x["type"], x["rollout_percent"], _staged(x), x["status"], x["deployer"], x["deployed_date"]]
+                     for x in d],
+                    ["id", "cohort", "release", "type", "percent", "staged", "status", "by", "date"])
+
+
+def _staged(x: dict) -> str:
+    """The actual staged count of an active staged rollout, next to its configured percentage."""
+    if x.get("staged_devices") is None:
+        return ""
+    return f"{x['staged_devices']}/{x['cohort_devices']} ({100 * (x['staged_fraction'] or 0):.1f}%)"
 
 
 def activate(c: Client, a: argparse.Namespace) -> Result:
@@ -92,12 +101,17 @@ def activate(c: Client, a: argparse.Namespace) -> Result:
         body["rollout_percent"] = a.percent
     if a.software_type:
         body["software_type"] = a.software_type
+    body.update(preview.body(a))
     if "rollout_percent" in body:  # marking a large cohort as staged takes a moment
         with working(f"staging {a.percent} % of cohort {a.cohort}"):
             d = c.call("POST", c.project_path("/deployments"), body)
     else:
         d = c.call("POST", c.project_path("/deployments"), body)
-    return d, f"deployment {d['id']}: {a.release} on cohort {a.cohort} ({d['status']}, {d['rollout_percent']}%)"
+    if d.get("dry_run"):
+        return d, preview.format_preview(d)
+    staged = f"; staged now: {_staged(d)}" if d.get("staged_devices") is not None else ""
+    return d, (f"deployment {d['id']}: {a.release} on cohort {a.cohort} ({d['status']}, {d['rollout_percent']}%"
+               f"{staged})")
 
 
 def abort(c: Client, a: argparse.Namespace) -> Result:
@@ -109,7 +123,9 @@ def abort(c: Client, a: argparse.Namespace) -> Result:
     active = [x for x in c.call("GET", c.project_path("/deployments"), query=query) if x["active"]]
     if not active:
         raise CliError(f"no active deployment of {a.release} on cohort {a.cohort}")
-    results = [c.call("DELETE", c.project_path(f"/deployments/{x['id']}")) for x in active]
+    results = [c.call("DELETE", c.project_path(f"/deployments/{x['id']}"), query=preview.query(a)) for x in active]
+    if any(isinstance(r, dict) and r.get("dry_run") for r in results):
+        return results, "\n\n".join(preview.format_preview(r) for r in results)
     return results, "\n".join(f"deactivated deployment {x['id']}" for x in active)
 
 
@@ -154,10 +170,13 @@ def add_activate(commands: Commands) -> None:
     _release_on_cohort(x)
     x.add_argument("--percent", type=int, help="staged rollout percentage")
     x.add_argument("--software-type")
+    preview.add_flags(x)
 
 
 def add_abort(commands: Commands) -> None:
-    _release_on_cohort(commands.add("abort", "deactivate a release on a cohort", abort))
+    x = commands.add("abort", "deactivate a release on a cohort", abort)
+    _release_on_cohort(x)
+    preview.add_flags(x)
 
 
 def add_matrix(commands: Commands) -> None:

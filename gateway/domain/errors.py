@@ -79,3 +79,13 @@ class StorageFailed(ApiError):
 class StorageFull(StorageFailed):
     """The artifact storage is out of space (or quota)."""
     type = "insufficient_storage"
+
+
+class TooManyRequests(ApiError):
+    """The caller is over a rate limit; retry after the Retry-After header says."""
+    type = "rate_limited"
+
+
+class Overloaded(ApiError):
+    """The server cannot take this now (a bounded queue is full); retry after Retry-After."""
+    type = "overloaded"

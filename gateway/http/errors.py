@@ -105,7 +105,7 @@ STATUS: dict[type, int] = {
     domain.BadRequest: 400, domain.Unauthorized: 401, domain.Forbidden: 403, domain.NotFound: 404,
     domain.NotAllowed: 405, domain.Conflict: 409, domain.Gone: 410, domain.TooLarge: 413,
     domain.UriTooLong: 414, domain.UnsupportedMediaType: 415, domain.HeadersTooLarge: 431,
-    domain.StorageFailed: 500, domain.StorageFull: 507,
+    domain.StorageFailed: 500, domain.StorageFull: 507, domain.TooManyRequests: 429, domain.Overloaded: 503,
     domain.ApiError: 400,
 }
 

@@ -140,6 +140,14 @@ class CheckinBuffer:
             log.warning("check-in state preload stopped after %d devices: %s", self.preloaded, type(e).__name__)
         return self.preloaded
 
+    async def set_interval(self, seconds: float) -> None:
+        """Flush every `seconds` from now on (the wait under way ends; a flush under way finishes)."""
+        self.interval = seconds
+        if self._task is not None and not self._task.done():
+            async with self._flush_lock:
+                await cancel_and_wait(self._task)
+            self._task = asyncio.create_task(self._run())
+
     async def _run(self) -> None:
         while True:
             try:

@@ -26,8 +26,8 @@ def _request_params(req) -> dict:
     """What an approved request carries out: its stored params, or for activations (also those
     filed before params existed) the typed columns."""
     if req["action"] == "activate":
-        return {"release_id": req["release_id"], "cohort_id": req["cohort_id"], "type": req["type"],
-                "rollout_percent": req["rollout_percent"]}
+        return {**(req["params"] or {}), "release_id": req["release_id"], "cohort_id": req["cohort_id"],
+                "type": req["type"], "rollout_percent": req["rollout_percent"]}
     if req["action"] == "deactivate":
         return {"activation_id": req["activation_id"]}
     return req["params"]

@@ -67,3 +67,15 @@ async def write(ctx, *, actor: str | None = None) -> AsyncIterator[Tx]:
         yield tx
     if tx.messages:
         await ctx.refresh(*tx.messages)
+
+
+@asynccontextmanager
+async def rehearsal(ctx) -> AsyncIterator[Tx]:
+    """A write that is always rolled back (a preview): nothing it does is kept or announced."""
+    async with ctx.pool.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            yield Tx(ctx, conn)
+        finally:
+            await tr.rollback()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.domain import notify
+from gateway.domain import notify, staging
 from gateway.domain.access import Identity
 from gateway.domain.errors import BadRequest, Conflict, NotFound
 from gateway.domain.fields import iso, need_str
@@ -15,9 +15,13 @@ from gateway.services.releases import one_release
 from gateway.store import deployments as deployments_store
 from gateway.store import fleet as fleet_store
 from gateway.store import releases as releases_store
+from gateway.store import staging as staging_store
 
 
-def deployment_json(a) -> dict:
+def deployment_json(a, counts: dict[int, tuple[int, int]] | None = None) -> dict:
+    """A deployment as the API shows it; `counts` (by activation id: cohort devices, staged
+    devices) puts the actual staged count and fraction next to the configured percentage."""
+    n, staged = (counts or {}).get(a["id"], (None, None))
     if a["status"] == "pulled":
         status = "cancelled"
     else:
@@ -30,7 +34,15 @@ def deployment_json(a) -> dict:
         "cohort": {"id": a["cohort_id"], "slug": a["cohort_slug"], "name": a["cohort_name"]},
         "deployer": a["created_by"], "deployed_date": iso(a["created_at"]),
         "deactivated_by": a["pulled_by"], "deactivated_date": iso(a["pulled_at"]),
+        "stage_newcomers": a["stage_threshold"] is not None if a["type"] == "staged_rollout" else None,
+        "staged_devices": staged, "cohort_devices": n,
+        "staged_fraction": round(staged / n, 4) if n else (0.0 if n == 0 else None),
     }
+
+
+async def staged_counts(conn, project_id: int) -> dict[int, tuple[int, int]]:
+    """(cohort devices, staged devices) of every active staged activation, by id."""
+    return {r["id"]: (r["devices"], r["staged"]) for r in await staging_store.active_counts(conn, project_id)}
 
 
 def may_change(ident: Identity, cohort) -> bool:
@@ -48,6 +60,7 @@ class ActivationSpec:
     type: str
     rollout_percent: int | None
     software_type: str | None
+    stage_newcomers: bool | None = None  # stage devices joining the cohort later (None: keep as is)
 
     @classmethod
     def parse(cls, body: dict) -> "ActivationSpec":
@@ -74,29 +87,66 @@ class ActivationSpec:
         software_type = body.get("software_type")
         if software_type is not None and not isinstance(software_type, str):
             raise BadRequest("software_type must be a string")
-        return cls(version, from_version, cohort_slug, typ, percent, software_type)
+        newcomers = body.get("stage_newcomers")
+        if newcomers is not None and (not isinstance(newcomers, bool) or typ != "staged_rollout"):
+            raise BadRequest("stage_newcomers must be a boolean, and only for a staged_rollout")
+        return cls(version, from_version, cohort_slug, typ, percent, software_type, newcomers)
 
 
-async def _activate(tx: Tx, cohort, release_id: int, typ: str, percent: int | None) -> tuple[int, bool]:
-    """Create or change the activation (and stage the cohort for a new percentage); returns
-    (id, created)."""
+async def _activate(tx: Tx, cohort, release, typ: str, percent: int | None,
+                    stage_newcomers: bool | None, salt: int | None = None) -> tuple[int, bool]:
+    """Create or change the activation (and its staged draw); returns (id, created)."""
     conn, pid, actor = tx.conn, tx.ctx.pid, tx.actor
+    release_id = release["id"]
     existing = await deployments_store.active_activation(conn, release_id, cohort["id"])
+    if typ == "staged_rollout":
+        await _one_staged(conn, cohort, release)
     after = {"type": typ, "rollout_percent": percent}
     if existing is None:
         aid = await deployments_store.create_activation(conn, pid, release_id, cohort["id"], type_=typ,
-                                                        rollout_percent=percent, actor=actor)
+                                                        rollout_percent=percent, actor=actor,
+                                                        salt=salt or staging.new_salt())
         await deployments_store.activation_event(conn, pid, aid, "activate", actor, None, after)
     else:
         aid = existing["id"]
         before = {"type": existing["type"], "rollout_percent": existing["rollout_percent"]}
         await deployments_store.update_activation(conn, aid, type_=typ, rollout_percent=percent)
         await deployments_store.activation_event(conn, pid, aid, "update", actor, before, after)
-    if typ == "staged_rollout" and (existing is None or existing["rollout_percent"] != percent):
-        await deployments_store.stage_cohort(conn, cohort["id"], percent)
+    if typ == "staged_rollout":
+        newcomers = (existing is not None and existing["stage_threshold"] is not None
+                     if stage_newcomers is None else stage_newcomers)
+        await _restage(conn, aid, percent, newcomers, fresh=existing is None or existing["type"] != typ)
         await tx.changed(notify.cohort_devices(pid, cohort["id"]))
     await tx.rebuild()
     return aid, existing is None
+
+
+async def _one_staged(conn, cohort, release) -> None:
+    """409 when the cohort has a staged rollout of another release of the same software type
+    (the same release: a change of its percentage)."""
+    other = await staging_store.staged_activation(conn, cohort["id"], release["software_type"])
+    if other is not None and other["release_id"] != release["id"]:
+        raise Conflict(f"cohort {cohort['slug']!r} already has a staged rollout of software type "
+                       f"{release['software_type']!r}: release {other['version']} (deployment {other['id']}); "
+                       "change its percentage, make it normal or deactivate it first",
+                       type="staged_rollout_exists")
+
+
+async def _restage(conn, aid: int, percent: int, newcomers: bool, *, fresh: bool) -> None:
+    """Bring the activation's staged set to `percent`: widening keeps every staged device and
+    adds the next ones of its draw, narrowing takes back only devices that have not taken the
+    release (domain/staging.py). A fresh draw (a new staged activation, or a normal one becoming
+    staged) starts from the devices that took the release already."""
+    if fresh:
+        await staging_store.clear(conn, aid)
+        await staging_store.stage_takers(conn, aid)
+    else:
+        await staging_store.materialize(conn, aid)
+    devices, staged, takers = await staging_store.counts(conn, aid)
+    add, take_back = staging.plan_change(staged, devices, percent, takers)
+    await staging_store.widen(conn, aid, add)
+    await staging_store.narrow(conn, aid, take_back)
+    await staging_store.set_rule(conn, aid, staging.newcomer_threshold(percent) if newcomers else None)
 
 
 async def _deactivate(tx: Tx, activation) -> None:
@@ -122,12 +172,14 @@ async def list_deployments(ctx: Context, *, cohort: str | None = None, release: 
         rows = [r for r in rows if r["status"] == "active"]
     if release_id is not None:
         rows = [r for r in rows if r["release_id"] == release_id]
-    return [deployment_json(r) for r in rows]
+    counts = await staged_counts(ctx.pool, ctx.pid)
+    return [deployment_json(r, counts) for r in rows]
 
 
-async def activate(ctx: Context, spec: ActivationSpec) -> Change:
+async def activate(ctx: Context, spec: ActivationSpec, **preview) -> Change:
     """Activate a release in a cohort (or change its rollout percentage). In a cohort that
-    requires approval this only files a request (`pending`)."""
+    requires approval this only files a request (`pending`). `preview`: dry_run, preview_token
+    (protect.run)."""
     ctx.ident.require("editor")
     async with ctx.pool.acquire() as conn:
         cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, spec.cohort)
@@ -135,7 +187,8 @@ async def activate(ctx: Context, spec: ActivationSpec) -> Change:
             raise NotFound(f"cohort {spec.cohort!r} not found")
         rel = await one_release(conn, ctx.pid, spec.version, spec.from_version, spec.software_type)
     return await protect.run(ctx, "activate", {"release_id": rel["id"], "cohort_id": cohort["id"],
-                                               "type": spec.type, "rollout_percent": spec.rollout_percent})
+                                               "type": spec.type, "rollout_percent": spec.rollout_percent,
+                                               "stage_newcomers": spec.stage_newcomers}, **preview)
 
 
 @applier("activate")
@@ -147,31 +200,36 @@ async def _apply_activate(tx: Tx, p: dict, approved: bool) -> Change:
     rel = (await releases_store.releases_with_payloads(conn, pid, release_id=p["release_id"]))
     if not rel or cohort is None:
         raise Conflict("the release or cohort of this activation no longer exists")
+    if p["type"] == "staged_rollout":
+        await _one_staged(conn, cohort, rel[0])
     pending = await protect.guard(
-        tx, [cohort], "activate", approved=approved, release_id=p["release_id"], type_=p["type"],
+        tx, [cohort], "activate", approved=approved,
+        params={k: p[k] for k in ("stage_newcomers", "salt") if p.get(k) is not None} or None,
+        release_id=p["release_id"], type_=p["type"],
         rollout_percent=p["rollout_percent"], activation_id=existing["id"] if existing else None,
         summary={"release": rel[0]["version"], "from_version": rel[0]["from_version"], "cohort": cohort["slug"],
                  "type": p["type"], "rollout_percent": p["rollout_percent"]})
     if pending:
         return pending
-    aid, created = await _activate(tx, cohort, p["release_id"], p["type"], p["rollout_percent"])
+    aid, created = await _activate(tx, cohort, rel[0], p["type"], p["rollout_percent"], p.get("stage_newcomers"),
+                                   p.get("salt"))
     row = (await deployments_store.list_activations(conn, pid, activation_id=aid))[0]
     if not approved:
         await tx.audit("deployment.create" if created else "deployment.update", f"deployment:{aid}", None,
                        deployment_json(row))
-    return Change(deployment_json(row), created=created)
+    return Change(deployment_json(row, await staged_counts(conn, pid)), created=created)
 
 
 async def get_deployment(ctx: Context, aid: int) -> dict:
     rows = await deployments_store.list_activations(ctx.pool, ctx.pid, activation_id=aid)
     if not rows:
         raise NotFound(f"deployment {aid} not found")
-    return deployment_json(rows[0])
+    return deployment_json(rows[0], await staged_counts(ctx.pool, ctx.pid))
 
 
-async def deactivate(ctx: Context, aid: int) -> Change:
+async def deactivate(ctx: Context, aid: int, **preview) -> Change:
     """Pull (deactivate, "abort") an activation; only a request in a cohort that requires approval."""
-    return await protect.run(ctx, "deactivate", {"activation_id": aid})
+    return await protect.run(ctx, "deactivate", {"activation_id": aid}, **preview)
 
 
 @applier("deactivate")

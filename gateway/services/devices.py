@@ -15,6 +15,7 @@ from gateway.store import access as access_store
 from gateway.store import fleet as fleet_store
 from gateway.store import projects as projects_store
 from gateway.store import releases as releases_store
+from gateway.store import staging as staging_store
 
 
 async def _cohort(conn, pid: int, cohort_id: int):
@@ -70,6 +71,7 @@ async def _move_device(tx: Tx, p: dict, approved: bool) -> Change:
                                   summary={"serial": p["serial"], "from": source["slug"], "to": target["slug"]})
     if pending:
         return pending
+    await staging_store.forget_device(conn, dev["id"])  # in its new cohort it joins later
     await fleet_store.move_device(conn, ctx.pid, p["serial"], target["id"])
     await tx.audit("device.move", f"device:{p['serial']}",
                       {"cohort": source["slug"]}, {"cohort": target["slug"]})
@@ -77,14 +79,14 @@ async def _move_device(tx: Tx, p: dict, approved: bool) -> Change:
     return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])))
 
 
-async def move_device(ctx: Context, serial: str, cohort_slug: str) -> Change:
+async def move_device(ctx: Context, serial: str, cohort_slug: str, **preview) -> Change:
     """Move a device to another cohort (it is un-staged)."""
     async with ctx.pool.acquire() as conn:
         await _device(conn, ctx.pid, serial)
         cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
     if cohort is None:
         raise BadRequest(f"cohort {cohort_slug!r} not found")
-    return await protect.run(ctx, "device.move", {"serial": serial, "cohort_id": cohort["id"]})
+    return await protect.run(ctx, "device.move", {"serial": serial, "cohort_id": cohort["id"]}, **preview)
 
 
 @applier("device.override")
@@ -107,9 +109,9 @@ async def _set_override(tx: Tx, p: dict, approved: bool) -> Change:
     return Change(device_json(await fleet_store.device_row(conn, ctx.pid, p["serial"])))
 
 
-async def set_override(ctx: Context, serial: str, release_id: int | None) -> Change:
+async def set_override(ctx: Context, serial: str, release_id: int | None, **preview) -> Change:
     """Pin a device to a release (`release_id`), or clear its pin (None)."""
-    return await protect.run(ctx, "device.override", {"serial": serial, "release_id": release_id})
+    return await protect.run(ctx, "device.override", {"serial": serial, "release_id": release_id}, **preview)
 
 
 @applier("cohort.stage")
@@ -120,28 +122,45 @@ async def _stage(tx: Tx, p: dict, approved: bool) -> Change:
     if pending:
         return pending
     serials, filters = p.get("serials"), p.get("filters") or {}
+    act = await _staged_activation(conn, cohort, filters.get("software_type"))
     if serials is not None:
-        found = await fleet_store.stage_serials(conn, ctx.pid, serials, p["staged"], cohort_id=cohort["id"])
+        found = await staging_store.stage_serials(conn, act["id"], ctx.pid, serials, p["staged"])
         missing = sorted(set(serials) - set(found))
         if missing:
             raise NotFound(f"not devices of cohort {cohort['slug']!r}: {', '.join(missing[:20])}")
         changed = len(found)
     else:
-        changed = await fleet_store.stage_filtered(conn, ctx.pid, cohort["id"], staged=p["staged"], limit=p.get("limit"),
-                                             order=p.get("order", "last_seen"),
-                                             **{k: filters.get(k) for k in ("current_version", "software_type",
-                                                                            "hardware_version")})
-    total, staged_now = await fleet_store.cohort_staged_count(conn, cohort["id"])
+        changed = await staging_store.stage_filtered(
+            conn, act["id"], staged=p["staged"], limit=p.get("limit"), order=p.get("order", "last_seen"),
+            current_version=filters.get("current_version"), hardware_version=filters.get("hardware_version"))
+    total, staged_now, _takers = await staging_store.counts(conn, act["id"])
     await tx.audit("cohort.stage" if p["staged"] else "cohort.unstage",
                       f"cohort:{cohort['slug']}", None,
                       {"changed": changed, "serials": serials, "limit": p.get("limit"),
                        **{k: v for k, v in filters.items() if v}})
     await tx.changed(notify.cohort_devices(ctx.pid, cohort["id"]))
-    return Change({"changed": changed, "staged": staged_now, "devices": total})
+    return Change({"changed": changed, "staged": staged_now, "devices": total, "deployment_id": act["id"],
+                   "software_type": act["software_type"], "release": act["version"]})
+
+
+async def _staged_activation(conn, cohort, software_type: str | None):
+    """The staged rollout that manual staging changes: the cohort's one for `software_type`, or
+    its only one. Staged membership belongs to a staged rollout (store/staging.py)."""
+    acts = await staging_store.staged_activations(conn, cohort["id"])
+    if software_type is not None:
+        acts = [a for a in acts if a["software_type"] == software_type]
+    if not acts:
+        what = f" of software type {software_type!r}" if software_type else ""
+        raise Conflict(f"cohort {cohort['slug']!r} has no staged rollout{what}: deploy a release as a "
+                       "staged_rollout first, then stage devices for it", type="no_staged_rollout")
+    if len(acts) > 1:
+        raise BadRequest(f"software_type is required: cohort {cohort['slug']!r} has staged rollouts of "
+                         + ", ".join(a["software_type"] for a in acts))
+    return acts[0]
 
 
 async def stage(ctx: Context, cohort_slug: str, *, staged: bool, serials: list[str] | None, limit: int | None,
-                order: str, filters: dict) -> Change:
+                order: str, filters: dict, **preview) -> Change:
     """Stage or unstage named devices of a cohort, or up to `limit` matching `filters`."""
     async with ctx.pool.acquire() as conn:
         cohort = await fleet_store.cohort_by_slug(conn, ctx.pid, cohort_slug)
@@ -149,7 +168,7 @@ async def stage(ctx: Context, cohort_slug: str, *, staged: bool, serials: list[s
         raise NotFound(f"cohort {cohort_slug!r} not found")
     return await protect.run(ctx, "cohort.stage", {"cohort_id": cohort["id"], "staged": staged, "serials": serials,
                                                    "limit": limit, "order": order,
-                                                   "filters": {k: v for k, v in filters.items() if v}})
+                                                   "filters": {k: v for k, v in filters.items() if v}}, **preview)
 
 
 # Cohort settings that only tighten the rule or rename: they never change what a device gets.

@@ -24,7 +24,9 @@ def device_json(d) -> dict:
             # what it reports when that differs from what it registered with (polls answer for it)
             "reported_hardware_version": d["reported_hardware_version"],
             "cohort": {"id": d["cohort_id"], "slug": d["cohort_slug"], "name": d["cohort_name"]},
-            "staged": d["staged"], "release_override_id": d["release_override_id"],
+            # staged for any software type, and for which (each its cohort's staged rollout)
+            "staged": bool(d["staged_types"]), "staged_software_types": list(d["staged_types"]),
+            "release_override_id": d["release_override_id"],
             "software_versions": d["versions"], "last_seen": iso(d["last_seen"]),
             "created_date": iso(d["created_at"])}
 

@@ -33,17 +33,10 @@ def matrix(view: ProjectView, cohort_id: int, software_type: str, groups) -> dic
     totals: Counter = Counter()
     staged: Counter = Counter()
     reasons: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    active = (cohort_id, software_type) in view.active
     for g in groups:
-        hw, current, is_staged, override_id, n = (g["hardware_version"], g["version"], g["staged"],
-                                                  g["release_override_id"], g["n"])
-        override = view.releases[override_id].domain if override_id in view.releases else None
-        if override is not None and override.software_type != software_type:
-            override = None
-        table = view.tables.get((cohort_id, software_type, hw, is_staged)) if hw else None
-        decision = resolution.resolve(
-            current, hw or "", table, has_active_release=active, override=override,
-            staged_table=None if is_staged else view.tables.get((cohort_id, software_type, hw, True)))
+        current, is_staged, n = g["version"], g["staged"], g["n"]
+        decision = view.answer(cohort_id, software_type, g["hardware_version"], current, is_staged,
+                               g["release_override_id"])
         row = current or "(none reported)"
         col = _version_of(view, decision.release_id) or "(no update)"
         cells[row][col] += n
@@ -60,6 +53,7 @@ def matrix(view: ProjectView, cohort_id: int, software_type: str, groups) -> dic
         "row_totals": [totals[r] for r in rows],
         "staged_share": [round(staged[r] / totals[r], 4) if totals[r] else 0 for r in rows],
         "devices": sum(totals.values()), "staged_devices": sum(staged.values()),
+        "staged_fraction": round(sum(staged.values()) / sum(totals.values()), 4) if totals else 0.0,
     }
 
 
@@ -111,11 +105,11 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
         sw for (c, sw) in view.active if c == (dev["cohort_id"] if dev else view.default_cohort_id)})
     mirrored = view.devices.get(serial)
     cohort_id = mirrored.cohort_id if mirrored else view.default_cohort_id
-    staged = bool(mirrored and mirrored.staged)
     keys = [k for k in await access_store.list_project_keys(pool, ctx.pid) if k["revoked_at"] is None and k["cohort_override"]]
     out = []
     for sw in types:
         current = current_version or versions.get(sw)
+        staged = view.staged(serial, mirrored, cohort_id, sw)
         decision, _ = view.decide(serial, hw or "", sw, current)
         table = view.tables.get((cohort_id, sw, hw, staged))
         override = view.releases.get(mirrored.override_release_id) if mirrored else None
@@ -140,7 +134,8 @@ async def inspect_device(ctx: Context, serial: str, *, software_type: str | None
         entry.update(await ddi.inspect_ddi(ctx.res, view, serial, sw))
         out.append(entry)
     return {"device_serial": serial, "registered": dev is not None, "hardware_version": hw,
-            "cohort": view.cohorts[cohort_id]["slug"], "staged": staged, "software": out}
+            "cohort": view.cohorts[cohort_id]["slug"], "staged": any(s["rules"]["staged"] for s in out),
+            "software": out}
 
 
 async def audit_log(ctx: Context, *, actor: str | None = None, action: str | None = None, limit: int = 100,

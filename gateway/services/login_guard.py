@@ -30,7 +30,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from gateway.crypto import tokens
-from gateway.domain.errors import ApiError
+from gateway.domain.errors import ApiError, Overloaded, TooManyRequests
 from gateway.memory.throttle import FailureThrottle
 
 # two threads at most, and never more than half the cores: the event loop keeps the rest
@@ -50,12 +50,12 @@ class LoginRefused(ApiError):
         self.retry_after = retry_after
 
 
-class LoginThrottled(LoginRefused):
+class LoginThrottled(LoginRefused, TooManyRequests):
     """Too many failed logins for this account or from this source (HTTP: 429)."""
     type = "rate_limited"
 
 
-class LoginBusy(LoginRefused):
+class LoginBusy(LoginRefused, Overloaded):
     """The hashing pool and its queue are full (HTTP: 503)."""
     type = "overloaded"
 

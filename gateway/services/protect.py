@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from gateway.domain import access
-from gateway.domain.errors import Forbidden
+from gateway.domain import access, staging
+from gateway.domain.errors import Conflict, Forbidden
 from gateway.domain.fields import iso
-from gateway.services import Change, Context, changes
+from gateway.services import Change, Context, changes, preview
 from gateway.services.changes import Tx
 from gateway.store import requests as store_requests
 
@@ -82,9 +82,43 @@ async def guard(tx: Tx, cohorts: Iterable, action: str, *, approved: bool = Fals
     return Change(request_json(req), pending=True)
 
 
-async def run(ctx: Context, action: str, params: dict, *, role: str = "editor") -> Change:
+async def run(ctx: Context, action: str, params: dict, *, role: str = "editor", dry_run: bool = False,
+              preview_token: str | None = None) -> Change:
     """Carry out a registered write now, as the caller (or file its approval request), through
-    `changes.write`."""
+    `changes.write`. `dry_run`: only answer what it would do (services/preview.py), with a token;
+    `preview_token`: carry it out only if it still does exactly what that preview said (409)."""
     ctx.ident.require(role)
+    if dry_run:
+        return await _rehearse(ctx, action, params)
+    if preview_token is not None:
+        salt, _digest = preview.parse_token(preview_token)
+        params = {**params, "salt": salt} if salt else params
     async with changes.write(ctx) as tx:
-        return await APPLIERS[action](tx, params, False)
+        before = await preview.snapshot(tx.conn, ctx.pid) if preview_token is not None else None
+        change = await APPLIERS[action](tx, params, False)
+        if before is not None and not change.pending:
+            outcome = preview.diff(before, await preview.snapshot(tx.conn, ctx.pid))
+            if not preview.matches(preview_token, outcome):
+                raise Conflict("the fleet or the releases changed since the preview: this change would now do "
+                               "something else; preview it again", type="preview_outdated")
+        return change
+
+
+async def _rehearse(ctx: Context, action: str, params: dict) -> Change:
+    """Do the change in a transaction that is rolled back and answer what it did. A change that
+    would only file an approval request is previewed as if approved."""
+    salt = staging.new_salt() if "salt" in PREVIEW_SALTED.get(action, ()) else None
+    params = {**params, "salt": salt} if salt else params
+    async with changes.rehearsal(ctx) as tx:
+        before = await preview.snapshot(tx.conn, ctx.pid)
+        change = await APPLIERS[action](tx, params, False)
+        pending = change.pending
+        if pending:
+            change = await APPLIERS[action](tx, params, True)
+        outcome = preview.diff(before, await preview.snapshot(tx.conn, ctx.pid))
+    return Change({"dry_run": True, "preview_token": preview.token(salt, outcome),
+                   "would_need_approval": pending, **outcome, "result": change.data})
+
+
+# actions whose outcome depends on a random draw: a preview pins it in its token
+PREVIEW_SALTED = {"activate": ("salt",)}

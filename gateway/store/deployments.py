@@ -37,11 +37,13 @@ async def active_activation(conn, release_id: int, cohort_id: int) -> asyncpg.Re
 
 
 async def create_activation(conn, project_id: int, release_id: int, cohort_id: int, *, type_: str,
-                            rollout_percent: int | None, actor: str) -> int:
+                            rollout_percent: int | None, actor: str, salt: int) -> int:
+    """A new activation (its software type is its release's; `salt` orders its staged draw)."""
     return await conn.fetchval(
-        "INSERT INTO activations (project_id, release_id, cohort_id, type, rollout_percent, created_by) "
-        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        project_id, release_id, cohort_id, type_, rollout_percent, actor)
+        "INSERT INTO activations (project_id, release_id, cohort_id, type, rollout_percent, created_by, "
+        "software_type, stage_salt) "
+        "SELECT $1, $2, $3, $4, $5, $6, r.software_type, $7 FROM releases r WHERE r.id = $2 RETURNING id",
+        project_id, release_id, cohort_id, type_, rollout_percent, actor, salt)
 
 
 async def update_activation(conn, activation_id: int, *, type_: str, rollout_percent: int | None) -> None:
@@ -53,20 +55,6 @@ async def pull_activation(conn, activation_id: int, actor: str) -> None:
     await conn.execute(
         "UPDATE activations SET status = 'pulled', pulled_by = $2, pulled_at = now() WHERE id = $1",
         activation_id, actor)
-
-
-async def stage_cohort(conn, cohort_id: int, percent: int) -> int:
-    """Mark exactly round(N * percent / 100) random devices of the cohort as staged, the rest not.
-    Returns the number staged."""
-    total = await conn.fetchval("SELECT count(*) FROM devices WHERE cohort_id = $1", cohort_id)
-    n = int(total * percent / 100 + 0.5)
-    await conn.execute(
-        """
-        WITH pick AS (SELECT id FROM devices WHERE cohort_id = $1 ORDER BY random() LIMIT $2)
-        UPDATE devices d SET staged = (d.id IN (SELECT id FROM pick))
-        WHERE d.cohort_id = $1 AND d.staged IS DISTINCT FROM (d.id IN (SELECT id FROM pick))
-        """, cohort_id, n)
-    return n
 
 
 async def activation_event(conn, project_id: int, activation_id: int, action: str, actor: str,

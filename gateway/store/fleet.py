@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from gateway.store.staging import STATE
+
 
 async def cohort_by_slug(conn, project_id: int, slug: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM cohorts WHERE project_id = $1 AND slug = $2", project_id, slug)
@@ -45,10 +47,17 @@ async def device_row(conn, project_id: int, serial: str) -> asyncpg.Record | Non
         """
         SELECT d.*, c.slug AS cohort_slug, c.name AS cohort_name,
                coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
-                         WHERE s.device_id = d.id), '{}') AS versions
+                         WHERE s.device_id = d.id), '{}') AS versions, """ + _STAGED_TYPES + """
         FROM devices d JOIN cohorts c ON c.id = d.cohort_id
         WHERE d.project_id = $1 AND d.serial = $2
         """, project_id, serial)
+
+
+# the software types whose staged rollout in the device's cohort stages it (store/staging.py)
+_STAGED_TYPES = f"""ARRAY(SELECT a.software_type FROM activations a
+    LEFT JOIN staged_devices sd ON sd.activation_id = a.id AND sd.device_id = d.id
+    WHERE a.cohort_id = d.cohort_id AND a.status = 'active' AND a.type = 'staged_rollout' AND {STATE}
+    ORDER BY 1) AS staged_types"""
 
 
 async def list_devices(conn, project_id: int, *, cohort: str | None, hardware_version: str | None,
@@ -64,7 +73,7 @@ async def list_devices(conn, project_id: int, *, cohort: str | None, hardware_ve
         f"""
         SELECT d.*, c.slug AS cohort_slug, c.name AS cohort_name,
                coalesce((SELECT json_object_agg(s.software_type, s.version) FROM device_software s
-                         WHERE s.device_id = d.id), '{{}}') AS versions
+                         WHERE s.device_id = d.id), '{{}}') AS versions, {_STAGED_TYPES}
         FROM devices d JOIN cohorts c ON c.id = d.cohort_id WHERE {where}
         ORDER BY d.last_seen DESC NULLS LAST, d.id LIMIT $5 OFFSET $6
         """, project_id, cohort, hardware_version, serial_prefix, limit, offset)
@@ -80,7 +89,7 @@ async def create_device(conn, project_id: int, serial: str, hardware_version: st
 
 
 async def move_device(conn, project_id: int, serial: str, cohort_id: int) -> None:
-    await conn.execute("UPDATE devices SET cohort_id = $3, staged = false WHERE project_id = $1 AND serial = $2",
+    await conn.execute("UPDATE devices SET cohort_id = $3 WHERE project_id = $1 AND serial = $2",
                        project_id, serial, cohort_id)
 
 
@@ -93,40 +102,6 @@ async def update_cohort(conn, cohort_id: int, changes: dict) -> asyncpg.Record:
         assert key in _COHORT_SETTINGS  # column names are never taken from input
         await conn.execute(f"UPDATE cohorts SET {key} = $2 WHERE id = $1", cohort_id, value)
     return await conn.fetchrow("SELECT * FROM cohorts WHERE id = $1", cohort_id)
-
-
-async def stage_serials(conn, project_id: int, serials: list[str], staged: bool, *, cohort_id: int) -> list[str]:
-    """Set the staged flag of named devices of a cohort; returns the serials found."""
-    rows = await conn.fetch(
-        "UPDATE devices SET staged = $3 WHERE project_id = $1 AND serial = ANY($2::text[]) AND cohort_id = $4 "
-        "RETURNING serial", project_id, serials, staged, cohort_id)
-    return [r["serial"] for r in rows]
-
-
-async def stage_filtered(conn, project_id: int, cohort_id: int, *, staged: bool, software_type: str | None,
-                         current_version: str | None, hardware_version: str | None, limit: int | None,
-                         order: str) -> int:
-    """Stage (or unstage) up to `limit` devices of a cohort that are not so yet, matching the
-    filters, in the given order (`last_seen` = most recently seen first, or `random`)."""
-    order_sql = {"last_seen": "d.last_seen DESC NULLS LAST, d.id", "random": "random()"}[order]
-    return await conn.fetchval(
-        f"""
-        WITH pick AS (
-          SELECT d.id FROM devices d
-          WHERE d.project_id = $1 AND d.cohort_id = $2 AND d.staged <> $3
-            AND ($5::text IS NULL OR d.hardware_version = $5)
-            AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM device_software s WHERE s.device_id = d.id
-                 AND s.version = $4 AND ($6::text IS NULL OR s.software_type = $6)))
-          ORDER BY {order_sql} LIMIT $7
-        ), upd AS (UPDATE devices SET staged = $3 WHERE id IN (SELECT id FROM pick) RETURNING 1)
-        SELECT count(*) FROM upd
-        """, project_id, cohort_id, staged, current_version, hardware_version, software_type, limit)
-
-
-async def cohort_staged_count(conn, cohort_id: int) -> tuple[int, int]:
-    row = await conn.fetchrow("SELECT count(*) AS total, count(*) FILTER (WHERE staged) AS staged "
-                              "FROM devices WHERE cohort_id = $1", cohort_id)
-    return row["total"], row["staged"]
 
 
 async def set_override(conn, project_id: int, serial: str, release_id: int | None) -> None:

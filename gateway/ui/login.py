@@ -4,13 +4,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.domain.errors import Unauthorized
-from gateway.services.login_guard import LoginBusy, LoginRefused, LoginThrottled
+from gateway.http.errors import status_of
+from gateway.services.login_guard import LoginRefused
 from gateway.ui import session
 from gateway.ui.context import form_text
 from gateway.ui.render import UI, error_page, redirect, render, safe_next
-
-# a login refused unchecked: the HTML error page with its status and Retry-After
-_REFUSED = {LoginThrottled: 429, LoginBusy: 503}
 
 
 async def login_form(request: web.Request, *, status: int = 200, message: str = "", form=None):
@@ -49,7 +47,7 @@ async def login(request: web.Request):
         await session.start(request, resp, email or None, secret)
     except LoginRefused as e:
         message = e.message[:1].upper() + e.message[1:] + "."
-        return error_page(request, _REFUSED[type(e)], message, e.type, e.headers)
+        return error_page(request, status_of(e), message, e.type, e.headers)
     except Unauthorized as e:
         return await login_form(request, status=401, message=e.message[:1].upper() + e.message[1:] + ".",
                                 form=form)

@@ -12,11 +12,6 @@ from gateway.domain.errors import Unauthorized
 from gateway.http.client_ip import client_address
 from gateway.services import Context, project_context
 from gateway.services.auth import authenticate
-from gateway.services.login_guard import LoginBusy, LoginRefused, LoginThrottled
-
-# a login refused unchecked (throttled, or the hashing pool full): raised as aiohttp's exception,
-# which `http.errors` answers as JSON with its status, the reason as type and the Retry-After
-_REFUSED = {LoginThrottled: web.HTTPTooManyRequests, LoginBusy: web.HTTPServiceUnavailable}
 
 
 def _credentials(header: str) -> tuple[str | None, str]:
@@ -40,10 +35,9 @@ async def identify(request: web.Request) -> Identity:
     if not header:
         raise Unauthorized("Authorization header is required", headers={"WWW-Authenticate": 'Basic realm="ota-gateway"'})
     user, secret = _credentials(header)
-    try:
-        return await authenticate(request.app[POOL], user, secret, source=client_address(request))
-    except LoginRefused as e:
-        raise _REFUSED[type(e)](reason=e.type, text=e.message, headers=e.headers) from None
+    # a login refused unchecked (LoginThrottled, LoginBusy) is a domain error with its status
+    # (429, 503) and Retry-After in http.errors.STATUS
+    return await authenticate(request.app[POOL], user, secret, source=client_address(request))
 
 
 async def context_for(request: web.Request) -> Context:

@@ -66,3 +66,26 @@ async def body_json(request: web.Request, fields: Fields) -> dict:
         raise BadRequest("request body must be a JSON object")
     only_fields(body, fields)
     return body
+
+
+# what every change endpoint also takes: a preview instead of the change, or the change only if
+# it still does what a preview said (services/protect.run, services/preview.py)
+PREVIEW_FIELDS = {"dry_run": None, "preview_token": None}
+
+
+def preview_args(source) -> dict:
+    """dry_run and preview_token of a change request, from its JSON body or (DELETE) its query
+    string; 400 naming the field when mistyped."""
+    dry = source.get("dry_run", False)
+    if isinstance(dry, str):  # a query string
+        if dry.lower() not in ("true", "1", "false", "0", ""):
+            raise BadRequest("dry_run must be true or false")
+        dry = dry.lower() in ("true", "1")
+    if not isinstance(dry, bool):
+        raise BadRequest("dry_run must be a boolean")
+    token = source.get("preview_token")
+    if token is not None and not isinstance(token, str):
+        raise BadRequest("preview_token must be the token a dry run answered")
+    if dry and token:
+        raise BadRequest("dry_run and preview_token exclude each other: preview, then apply with the token")
+    return {"dry_run": dry, "preview_token": token}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.mgmt.auth import context_for
-from gateway.api.mgmt.common import P, body_json, data
+from gateway.api.mgmt.common import PREVIEW_FIELDS, P, body_json, data, preview_args
 from gateway.domain.fields import parse_id
 from gateway.http.errors import add_route, json_response
 from gateway.services import Change, approvals
@@ -41,16 +41,17 @@ async def create_deployment(request: web.Request) -> web.Response:
     ctx = await context_for(request)
     # what memfault-cli's deploy-release sends, plus our software_type (to name one release of
     # a version that exists for several software types)
-    spec = svc.ActivationSpec.parse(await body_json(request, {"type": None, "release": None, "cohort": None,
-                                                               "rollout_percent": None, "software_type": None}))
-    return _answer(await svc.activate(ctx, spec))
+    body = await body_json(request, {"type": None, "release": None, "cohort": None, "rollout_percent": None,
+                                     "software_type": None, "stage_newcomers": None, **PREVIEW_FIELDS})
+    return _answer(await svc.activate(ctx, svc.ActivationSpec.parse(body), **preview_args(body)))
 
 
 async def delete_deployment(request: web.Request) -> web.Response:
-    """DELETE P/deployments/{id}: pull (deactivate) an activation."""
+    """DELETE P/deployments/{id}[?dry_run=true | ?preview_token=…]: pull (deactivate) an activation."""
     ctx = await context_for(request)
-    await body_json(request, {})
-    return _answer(await svc.deactivate(ctx, _int_id(request, "deployment")))
+    body = await body_json(request, PREVIEW_FIELDS)
+    preview = preview_args(body or request.query)
+    return _answer(await svc.deactivate(ctx, _int_id(request, "deployment"), **preview))
 
 
 async def list_requests(request: web.Request) -> web.Response:

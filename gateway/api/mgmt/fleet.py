@@ -5,10 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.mgmt.auth import context_for
-from gateway.api.mgmt.common import P, body_json, data
+from gateway.api.mgmt.common import PREVIEW_FIELDS, P, body_json, data, preview_args
 from gateway.crypto.tokens import hash_token, new_project_key
 from gateway.domain.errors import BadRequest, NotFound
-from gateway.domain.fields import _SLUG_CHARS, MAX_ID, is_id, need_str, parse_id, parse_int
+from gateway.domain.fields import (
+    _SLUG_CHARS,
+    MAX_ID,
+    is_id,
+    need_str,
+    parse_id,
+    parse_int,
+)
 from gateway.http.errors import add_route, json_response
 from gateway.memory.mirror import SERIAL_RE_TEXT
 from gateway.services import Change, devices, fleet
@@ -87,10 +94,11 @@ async def get_device(request: web.Request) -> web.Response:
 async def patch_device(request: web.Request) -> web.Response:
     """PATCH {"cohort": slug} moves a device (and un-stages it)."""
     ctx = await context_for(request)
-    body = await body_json(request, {"cohort": _COHORT_REF, "hardware_version": None})
+    body = await body_json(request, {"cohort": _COHORT_REF, "hardware_version": None, **PREVIEW_FIELDS})
     if "hardware_version" in body:
         raise BadRequest("hardware_version is immutable")
-    return _answer(await devices.move_device(ctx, request.match_info["serial"], _cohort_slug(body)))
+    return _answer(await devices.move_device(ctx, request.match_info["serial"], _cohort_slug(body),
+                                             **preview_args(body)))
 
 
 _COHORT_SETTINGS = {"name": None, "version_checking": None, "protected": None, "requires_approval": None,
@@ -128,7 +136,8 @@ async def stage_devices(request: web.Request) -> web.Response:
     not so yet, most recently seen first (`order`: last_seen | random)."""
     ctx = await context_for(request)
     body = await body_json(request, {"staged": None, "serials": None, "limit": None, "order": None,
-                                     "current_version": None, "software_type": None, "hardware_version": None})
+                                     "current_version": None, "software_type": None, "hardware_version": None,
+                                     **PREVIEW_FIELDS})
     staged = body.get("staged", True)
     if not isinstance(staged, bool):
         raise BadRequest("staged must be a boolean")
@@ -144,12 +153,14 @@ async def stage_devices(request: web.Request) -> web.Response:
     filters = {k: need_str(body, k, required=False, charset=None) for k in
                ("current_version", "software_type", "hardware_version")}
     return _answer(await devices.stage(ctx, request.match_info["cohort"], staged=staged, serials=serials,
-                                       limit=limit, order=order, filters=filters))
+                                       limit=limit, order=order, filters=filters, **preview_args(body)))
 
 
 async def _change_override(request: web.Request, *, clear: bool) -> web.Response:
     ctx = await context_for(request)
-    body = await body_json(request, {} if clear else {"release": None, "software_type": None})
+    body = await body_json(request, PREVIEW_FIELDS if clear else {"release": None, "software_type": None,
+                                                                  **PREVIEW_FIELDS})
+    preview = preview_args(body or request.query)
     release_ref = None if clear else _override_body(body)
     serial = request.match_info["serial"]
     release_id = None
@@ -158,7 +169,7 @@ async def _change_override(request: web.Request, *, clear: bool) -> web.Response
             if await fleet_store.device_row(conn, ctx.pid, serial) is None:
                 raise NotFound(f"device {serial} not found")
             release_id = await _override_release(conn, ctx.pid, release_ref)
-    return _answer(await devices.set_override(ctx, serial, release_id))
+    return _answer(await devices.set_override(ctx, serial, release_id, **preview))
 
 
 async def _override_release(conn, project_id: int, release_ref: dict) -> int:

@@ -2,7 +2,16 @@
 answered 400 `unknown_field`."""
 from __future__ import annotations
 
-from gateway.api.openapi.helpers import BOOL, INT, STR, STRING_MAP, arr, null, obj
+from gateway.api.openapi.helpers import (
+    BOOL,
+    INT,
+    PREVIEW_PROPS,
+    STR,
+    STRING_MAP,
+    arr,
+    null,
+    obj,
+)
 
 ROLE = {"enum": ["viewer", "editor", "manager"]}
 BODIES = {
@@ -22,7 +31,8 @@ BODIES = {
     "deployment": {"type": "object", "required": ["release", "cohort"], "properties": {
         "type": {"enum": ["normal", "staged_rollout"]},
         "release": {"anyOf": [STR, {"type": "array", "items": STR, "minItems": 2, "maxItems": 2}]},
-        "cohort": STR, "rollout_percent": {"type": "integer", "minimum": 0, "maximum": 100}, "software_type": STR}},
+        "cohort": STR, "rollout_percent": {"type": "integer", "minimum": 0, "maximum": 100}, "software_type": STR,
+        "stage_newcomers": BOOL, **PREVIEW_PROPS}},
     "cohort_create": {"type": "object", "properties": {"slug": STR, "name": STR}},
     "cohort_patch": {"type": "object", "properties": {
         "name": STR, "version_checking": BOOL, "protected": BOOL, "requires_approval": BOOL,
@@ -31,14 +41,14 @@ BODIES = {
     "staging": {"type": "object", "properties": {
         "staged": BOOL, "serials": arr(STR), "limit": {"type": "integer", "minimum": 0},
         "order": {"enum": ["last_seen", "random"]}, "current_version": STR, "software_type": STR,
-        "hardware_version": STR}},
+        "hardware_version": STR, **PREVIEW_PROPS}},
     "device_create": {"type": "object", "required": ["device_serial", "hardware_version"], "properties": {
         "device_serial": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,128}$"}, "hardware_version": STR,
         "cohort": {"anyOf": [STR, obj({"slug": STR}, extra=False)]}}},
     "device_patch": {"type": "object", "required": ["cohort"], "properties": {
-        "cohort": {"anyOf": [STR, obj({"slug": STR}, extra=False)]}}},
+        "cohort": {"anyOf": [STR, obj({"slug": STR}, extra=False)]}, **PREVIEW_PROPS}},
     "override": {"type": "object", "required": ["release"], "properties": {
-        "release": {"anyOf": [STR, INT]}, "software_type": STR}},
+        "release": {"anyOf": [STR, INT]}, "software_type": STR, **PREVIEW_PROPS}},
     "key_create": {"type": "object", "properties": {"name": STR, "cohort_override": STR}},
     "token_create": {"type": "object", "required": ["name"], "properties": {
         "name": STR, "role": ROLE, "can_activate_protected": BOOL}},

@@ -55,9 +55,10 @@ ERROR = {"$ref": "#/components/responses/Error"}
 
 def errors(*codes: int) -> dict:
     """JSON errors `codes`, plus what errors.instrument may answer on any route: 400 (bad
-    query encoding), 414 (URL too long), 431 (headers too large) and 503 (overloaded, database
-    down)."""
-    out = {str(c): ERROR for c in sorted({400, 414, 431, *codes})}
+    query encoding), 414 (URL too long), 429 (a caller over a limit: failed authentications of
+    a source, throttled logins; with Retry-After), 431 (headers too large) and 503 (overloaded,
+    database down)."""
+    out = {str(c): ERROR for c in sorted({400, 414, 429, 431, *codes})}
     out["503"] = {"$ref": "#/components/responses/Unavailable"}
     return out
 
@@ -150,3 +151,19 @@ def mgmt(summary: str, responses: dict, *, codes: tuple[int, ...] = (400, 401, 4
          **kw) -> dict:
     """A management operation: org token or Basic auth, JSON errors."""
     return op(summary, tag, {**responses, **errors(*codes)}, security=MANAGEMENT_SECURITY, **kw)
+
+
+# every change that can be previewed (services/preview.py): `dry_run` answers the preview,
+# `preview_token` applies the change only if it still does what the preview said (else 409)
+PREVIEW_PROPS = {"dry_run": BOOL, "preview_token": STR}
+
+
+def previewable(schema: dict) -> dict:
+    """A change's answer, or its preview when asked for a dry run."""
+    return {"anyOf": [schema, ref("Preview")]}
+
+
+def preview_params() -> list:
+    """dry_run and preview_token as query parameters (for DELETE)."""
+    return [query("dry_run", {"type": "boolean"}, "answer what the change would do, change nothing"),
+            query("preview_token", description="apply only if it still does what that preview said")]

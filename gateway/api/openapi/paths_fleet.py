@@ -15,6 +15,8 @@ from gateway.api.openapi.helpers import (
     no_content,
     obj,
     ok,
+    preview_params,
+    previewable,
     query,
     ref,
 )
@@ -34,8 +36,9 @@ def cohort_paths() -> dict:
                           body=BODIES["cohort_patch"], codes=WITH_BODY),
         },
         P + "/cohorts/{cohort}/staging": {"post": mgmt(
-            "Stage or unstage devices of the cohort", {**ok(d(ref("StagingResult"))), **awaiting_approval()},
-            body=BODIES["staging"], codes=WITH_BODY)},
+            "Stage or unstage devices for the cohort's staged rollout (409 when it has none)",
+            {**ok(d(previewable(ref("StagingResult")))), **awaiting_approval()}, body=BODIES["staging"],
+            codes=WITH_BODY + (409,))},
         P + "/cohorts/{cohort}/version-matrix": {"get": mgmt(
             "Current x next version device counts", ok(d(ref("VersionMatrix"))), params=[query("software_type")])},
     }
@@ -53,13 +56,14 @@ def device_paths() -> dict:
         },
         P + "/devices/{serial}": {
             "get": mgmt("One device", ok(d(ref("Device")))),
-            "patch": mgmt("Move a device to a cohort", {**ok(d(ref("Device"))), **awaiting_approval()},
-                          body=BODIES["device_patch"], body_required=True, codes=WITH_BODY),
+            "patch": mgmt("Move a device to a cohort", {**ok(d(previewable(ref("Device")))), **awaiting_approval()},
+                          body=BODIES["device_patch"], body_required=True, codes=WITH_BODY + (409,)),
         },
         P + "/devices/{serial}/release-override": {
-            "put": mgmt("Pin a device to a release", {**ok(d(ref("Device"))), **awaiting_approval()},
-                        body=BODIES["override"], body_required=True, codes=WITH_BODY),
-            "delete": mgmt("Clear the pin", {**ok(d(ref("Device"))), **awaiting_approval()}),
+            "put": mgmt("Pin a device to a release", {**ok(d(previewable(ref("Device")))), **awaiting_approval()},
+                        body=BODIES["override"], body_required=True, codes=WITH_BODY + (409,)),
+            "delete": mgmt("Clear the pin", {**ok(d(previewable(ref("Device")))), **awaiting_approval()},
+                           params=preview_params(), codes=(400, 401, 403, 404, 409)),
         },
         P + "/devices/{serial}/history": {"get": mgmt("Version history", ok(d(arr(ref("DeviceHistoryEntry")))))},
         P + "/devices/{serial}/inspect": {"get": mgmt(

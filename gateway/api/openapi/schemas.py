@@ -42,7 +42,9 @@ MANAGEMENT_SCHEMAS: dict[str, dict] = {
         "status": {"enum": ["in_progress", "done", "cancelled"]}, "active": BOOL,
         "rollout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "release": ref("ReleaseRef"), "cohort": ref("CohortRef"), "deployer": STR, "deployed_date": null(DATE),
-        "deactivated_by": null(STR), "deactivated_date": null(DATE)}),
+        "deactivated_by": null(STR), "deactivated_date": null(DATE),
+        "stage_newcomers": null(BOOL), "staged_devices": null(INT), "cohort_devices": null(INT),
+        "staged_fraction": null({"type": "number"})}),
     "ActivationRequest": obj({
         "id": INT, "action": {"enum": list(REQUEST_ACTIONS)},
         "status": {"enum": ["pending", "approved", "rejected"]}, "cohort": STR,
@@ -60,11 +62,20 @@ MANAGEMENT_SCHEMAS: dict[str, dict] = {
         "requires_approval": BOOL, "created_date": null(DATE), "device_count": INT}, optional=("device_count",)),
     "Device": obj({
         "device_serial": STR, "hardware_version": null(STR), "reported_hardware_version": null(STR),
-        "cohort": ref("CohortRef"), "staged": BOOL, "release_override_id": null(INT), "software_versions": STRING_MAP, "last_seen": null(DATE),
+        "cohort": ref("CohortRef"), "staged": BOOL, "staged_software_types": arr(STR),
+        "release_override_id": null(INT), "software_versions": STRING_MAP, "last_seen": null(DATE),
         "created_date": null(DATE)}),
     "DeviceHistoryEntry": obj({"software_type": STR, "version": STR, "previous_version": null(STR),
                                "protocol": STR, "date": null(DATE)}),
-    "StagingResult": obj({"changed": INT, "staged": INT, "devices": INT}),
+    "Preview": obj({
+        "dry_run": BOOL, "preview_token": STR, "would_need_approval": BOOL, "devices_moving": INT, "bytes": INT,
+        "changes": arr(obj({"cohort": STR, "software_type": STR, "hardware_version": null(STR),
+                            "current_version": null(STR), "before": {"type": "object"}, "after": {"type": "object"},
+                            "to": {"type": "object"}})),
+        "ddi_cancels": arr(obj({"device_serial": STR, "action_id": INT, "version": STR})),
+        "result": {"type": "object"}}),
+    "StagingResult": obj({"changed": INT, "staged": INT, "devices": INT, "deployment_id": INT, "software_type": STR,
+                          "release": STR}),
     "ProjectKey": obj({"id": INT, "name": STR, "cohort_override": null(STR), "created_date": null(DATE),
                        "revoked_date": null(DATE)}),
     "VersionMatrix": obj({
