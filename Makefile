@@ -51,9 +51,10 @@ run: install postgres
 
 # Debian packages the test suite drives for real: swupdate (a hawkBit DDI device, with openssl to
 # sign its test images), nginx (`nginx -t` on deploy/) and chromium (the dashboard's browser test,
-# driven by Playwright; never a downloaded browser). Installed from Debian when missing and we are
-# root; elsewhere the tests that need them skip (and fail under CI=true).
-TEST_DEBS ?= swupdate openssl nginx chromium
+# driven by Playwright; never a downloaded browser); curl and jq (the README's commands, which
+# tests/test_readme.py runs). Installed from Debian when missing and we are root; elsewhere the
+# tests that need them skip (and fail under CI=true).
+TEST_DEBS ?= swupdate openssl nginx chromium curl jq
 
 test-deps:
 	@missing=""; for pkg in $(TEST_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

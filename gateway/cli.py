@@ -69,8 +69,8 @@ def _bind(settings: Settings, *, reuseport: bool) -> socket.socket:
 
 
 def listen_sockets(settings: Settings) -> dict[int, socket.socket]:
-    """The socket each worker slot accepts on, bound by the supervisor and kept open by it for the
-    gateway's whole life, so connections queued to a slot survive its worker being replaced.
+    """The socket each worker slot accepts on, bound by the supervisor and kept open by it until the
+    gateway stops (SIGTERM), so connections queued to a slot survive its worker being replaced.
 
     `shared` (default): one accept queue for every worker. `reuseport`: a socket per slot, the
     kernel spreads connections over them; the replacement of a worker inherits its slot's socket
@@ -118,7 +118,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        # bound here, before any worker, and never closed while the gateway runs (listen_sockets)
+        # bound here, before any worker, and closed only when the gateway stops (listen_sockets)
         self.socks = listen_sockets(settings)
         # the check-in written state, shared by every worker forked from here (and their successors)
         seen.share()
@@ -141,6 +141,8 @@ class Supervisor:
             os.close(r)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            for other in set(self.socks.values()) - {self.socks[slot]}:
+                other.close()  # another slot's socket (reuseport): only the supervisor keeps it
             code = 0
             try:
                 _run_worker(self.settings, sock=self.socks[slot], ready_fd=w)
@@ -163,9 +165,16 @@ class Supervisor:
             self.reload = True
             return
         self.stopping = True
+        self.close_sockets()  # new connections are refused at once, not queued to stopping workers
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+    def close_sockets(self) -> None:
+        """Stop listening (the workers close their copies as they begin to stop): with every copy
+        closed the kernel refuses a new connection instead of queueing it for nobody."""
+        for sock in set(self.socks.values()):
+            sock.close()
 
     def _rolling_restart(self) -> None:
         log.info("graceful restart: replacing %d worker(s)", len(self.children))

@@ -38,7 +38,9 @@ class Settings:
     max_upload_size: int = 2 * 1024**3
     url_ttl: int = 6 * 3600                  # signed download URLs
     upload_ttl: int = 3600
-    grace_period: float = 10.0               # graceful shutdown
+    grace_period: float = 30.0               # graceful shutdown: transfers in flight may finish
+    min_transfer_rate: float = 500.0         # bytes/s a transfer must average over the window (0: off)
+    transfer_rate_window: float = 60.0       # seconds
     max_inflight: int = 1024                 # concurrent requests per process before shedding (503)
     accel_redirect: str | None = None        # e.g. /_artifacts/: nginx serves artifact bytes
     listen_mode: str = "shared"              # one accept queue, or "reuseport" (a socket per worker)
@@ -62,7 +64,7 @@ class Settings:
         return self.storage_dir or os.path.join(self.data_dir, "artifacts")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, /, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, /, **overrides) -> Settings:
         """Every setting of `TABLE` from the environment (`os.environ` unless given), then the
         explicit (non-None) overrides, e.g. from flags, checked like the environment's values."""
         env = os.environ if environ is None else environ
@@ -215,6 +217,11 @@ TABLE: tuple[Setting, ...] = (
             "internal location prefix a front nginx serves artifacts from (X-Accel-Redirect)"),
     Setting("OTA_GRACE_PERIOD", "grace_period", "float", Settings.grace_period,
             "seconds a stopping worker gives requests in flight", minimum=0),
+    Setting("OTA_MIN_TRANSFER_RATE", "min_transfer_rate", "float", Settings.min_transfer_rate,
+            "bytes per second a download or upload must average over the window, else it is cut (0: off)",
+            minimum=0),
+    Setting("OTA_TRANSFER_RATE_WINDOW", "transfer_rate_window", "float", Settings.transfer_rate_window,
+            "seconds over which a transfer's rate is averaged", minimum=0.1, maximum=86400),
     Setting("OTA_MAX_INFLIGHT", "max_inflight", "int", Settings.max_inflight,
             "requests a worker handles at once before answering 503", minimum=1),
     Setting("OTA_LOG_LEVEL", "log_level", "choice", Settings.log_level, "log level",

@@ -29,6 +29,8 @@ COUNTERS = {
     "ota_gateway_polls": ("Device polls by protocol and resolution reason", ("protocol", "reason")),
     "ota_gateway_checkins_written": ("Check-in rows written to the database", ()),
     "ota_gateway_artifact_bytes": ("Artifact bytes sent (body bytes of 200/206 answers)", ()),
+    "ota_gateway_slow_transfers_cut": ("Downloads and uploads cut for falling below the minimum rate",
+                                       ("direction",)),
     "ota_gateway_mirror_reloads": ("Mirror reloads after database notifications", ()),
     "ota_gateway_ddi_state_loads": ("DDI device states read from the database (a device's first poll in a "
                                     "process that no other process of its host has published, or one "

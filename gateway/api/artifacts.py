@@ -19,8 +19,9 @@ from aiohttp import web
 from gateway.aio import cancel_and_wait
 from gateway.appkeys import MIRROR, POOL, SETTINGS, SIGNER
 from gateway.domain.errors import Conflict, Forbidden, Gone, NotFound, TooLarge
-from gateway.http.delivery import send_blob
+from gateway.http.delivery import rate_rule, send_blob
 from gateway.http.errors import add_route
+from gateway.http.minrate import guarded
 from gateway.memory.blobs import BlobStore, StoredBlob
 from gateway.services import releases as releases_service
 from gateway.store import releases as releases_store
@@ -74,7 +75,8 @@ async def put_upload(request: web.Request) -> web.Response:
 
 async def _store(request: web.Request, token: str, limit: int, too_large: str) -> StoredBlob:
     pool, blobs = request.app[POOL], request.app[BLOBS]
-    received = await blobs.receive(request.content, limit, too_large)
+    async with guarded(request.transport, lambda: request.content.total_bytes, rate_rule(request), "upload"):
+        received = await blobs.receive(request.content, limit, too_large)
     try:
         blob = received.blob
         # on the row before the blob is in place: the cleanup keeps a blob an upload refers to

@@ -11,8 +11,9 @@
   malformed, reversed or overlapping one -> 416 with `Content-Range: bytes */size` and a JSON
   error naming the problem; another range unit is ignored;
 - precompressed `.gz` sidecars only when the client asked (`Accept-Encoding`), never on the fly;
-- Content-Length always; the body goes through `loop.sendfile` (zero-copy) where the event loop
-  supports it, else in chunks.
+- Content-Length always; the body goes in chunks, each through `loop.sendfile` (zero-copy) where
+  the event loop supports it, under the minimum-rate rule (`minrate`): a client slower than
+  OTA_MIN_TRANSFER_RATE over OTA_TRANSFER_RATE_WINDOW is cut, a slow but steady one never.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from gateway.appkeys import SETTINGS
 from gateway.http.errors import client_gone
+from gateway.http.minrate import RateRule, drained, guarded, unsent
 from gateway.metrics import METRICS
 
 CHUNK = 256 * 1024
@@ -213,21 +215,40 @@ async def _stream(request: web.Request, status: int, headers: dict, path: Path, 
     return resp
 
 
+def rate_rule(request: web.Request) -> RateRule:
+    """The minimum-rate rule of transfers (OTA_MIN_TRANSFER_RATE over OTA_TRANSFER_RATE_WINDOW)."""
+    settings = request.app[SETTINGS]
+    return RateRule(settings.min_transfer_rate, settings.transfer_rate_window)
+
+
 async def _send(request: web.Request, resp: web.StreamResponse, path: Path, offset: int, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    with open(path, "rb") as f:
-        if client_gone(request):
-            raise ConnectionResetError("connection lost")
-        try:
-            await loop.sendfile(request.transport, f, offset, count, fallback=False)
-            return
-        except (NotImplementedError, RuntimeError, TypeError, AttributeError):
-            pass  # uvloop and TLS transports have no native sendfile
-        f.seek(offset)
-        remaining = count
-        while remaining > 0:
-            chunk = f.read(min(CHUNK, remaining))
-            if not chunk:
-                raise ConnectionResetError("file shrank while sending")
-            await resp.write(chunk)
-            remaining -= len(chunk)
+    """The bytes, in chunks (`sendfile` where the event loop has it), under the minimum-rate rule:
+    a client too slow over the window is cut (`minrate.TooSlow`)."""
+    loop, transport = asyncio.get_running_loop(), request.transport
+    sent = [0]
+    native = True
+
+    def taken() -> int:  # what the client acknowledged
+        return sent[0] - unsent(transport) if transport is not None else sent[0]
+
+    async with guarded(transport, taken, rate_rule(request), "download"):
+        with open(path, "rb") as f:
+            while sent[0] < count:
+                if client_gone(request):
+                    raise ConnectionResetError("connection lost")
+                n = min(CHUNK, count - sent[0])
+                if native:
+                    try:
+                        await loop.sendfile(transport, f, offset + sent[0], n, fallback=False)
+                        sent[0] += n
+                        continue
+                    except (NotImplementedError, RuntimeError, TypeError, AttributeError):
+                        native = False  # uvloop and TLS transports have no native sendfile
+                f.seek(offset + sent[0])
+                chunk = f.read(n)
+                if not chunk:
+                    raise ConnectionResetError("file shrank while sending")
+                await resp.write(chunk)
+                sent[0] += len(chunk)
+        if transport is not None:
+            await drained(transport)
