@@ -149,7 +149,9 @@ def test_an_idle_stop_is_prompt(database_url, data_dir):
         took, how = connect_time(gw.port)
         gw.proc.wait(timeout=40)
         stopped_after = time.monotonic() - t0
-    assert first[0] < 1.0 and first[1] in ("refused", "reset", "HTTP/1.1 200 OK"), first
+    # at the instant of the signal a connection may also be accepted and then closed unanswered by
+    # a worker that is stopping (an HTTP client retries that): promptly, never left hanging
+    assert first[0] < 1.0 and first[1] in ("refused", "reset", "closed", "HTTP/1.1 200 OK"), first
     assert took < 1.0 and how in ("refused", "reset"), (took, how)
     assert stopped_after < 5, stopped_after
     print(f"idle stop: {stopped_after:.2f} s")
