@@ -136,10 +136,7 @@ def main() -> int:
 
 async def _signed(base: str) -> str:
     async with aiohttp.ClientSession() as s:
-        async with s.get(base + "/api/v0/releases/latest/url", params={
-                "device_serial": "DL2", "hardware_version": "mp", "software_type": "main"},
-                headers={"Memfault-Project-Key": KEY}) as r:
-            return await r.text()
+        return await stack.signed_url(s, base, KEY, "DL2")
 
 
 if __name__ == "__main__":

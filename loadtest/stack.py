@@ -167,3 +167,11 @@ async def activate(s, base: str, token: str, org: str, project: str, version: st
                       headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status in (200, 201, 202), await r.text()
         return (await r.json())["data"]
+
+
+async def signed_url(s, base: str, key: str, serial: str, *, hardware: str = "mp", software_type: str = "main") -> str:
+    """The signed download URL a Memfault device `serial` is answered (/latest/url)."""
+    async with s.get(base + "/api/v0/releases/latest/url", params={
+            "device_serial": serial, "hardware_version": hardware, "software_type": software_type},
+            headers={"Memfault-Project-Key": key}) as r:
+        return await r.text()

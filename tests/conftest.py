@@ -76,6 +76,17 @@ def settings(database_url, data_dir):
 
 
 @pytest.fixture
+async def project_pool(database_url):
+    """A small pool on the module's database and the bootstrap project's id (store-level tests)."""
+    from gateway.store import db as db_store
+
+    pool = await db_store.create_pool(database_url, max_size=4)
+    pid = await pool.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
+    yield pool, pid
+    await pool.close()
+
+
+@pytest.fixture
 async def client(aiohttp_client, settings):
     from gateway.app import init_app
 

@@ -8,19 +8,14 @@ import time
 import asyncpg
 import pytest
 
-from conftest import PROJECT
 from gateway.store import checkins as checkins_store
-from gateway.store import db as db_store
 
 GRANULARITY = 300.0
 
 
 @pytest.fixture
-async def db(database_url):
-    pool = await db_store.create_pool(database_url, max_size=4)
-    pid = await pool.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
-    yield pool, pid
-    await pool.close()
+async def db(project_pool):
+    return project_pool
 
 
 async def state(pool, pid, serial):

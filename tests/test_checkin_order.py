@@ -8,11 +8,9 @@ import time
 
 import pytest
 
-from conftest import PROJECT
 from gateway.memory.checkins import CheckinBuffer
 from gateway.memory.seen import CONTESTED, SKIP, WRITE, SeenTable
 from gateway.store import checkins as checkins_store
-from gateway.store import db as db_store
 from gateway.store import insight as insight_store
 
 GRANULARITY = 300.0
@@ -20,11 +18,8 @@ T0 = time.time() - 3600
 
 
 @pytest.fixture
-async def db(database_url):
-    pool = await db_store.create_pool(database_url, max_size=4)
-    pid = await pool.fetchval("SELECT id FROM projects WHERE slug = $1", PROJECT)
-    yield pool, pid
-    await pool.close()
+async def db(project_pool):
+    return project_pool
 
 
 async def flush(pool, rows):

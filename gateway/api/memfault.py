@@ -106,7 +106,9 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
     if current is not None and (len(current) > _MAX_VERSION or not current.isprintable()):
         # it is written to the database with the check-in: refuse it here, not in the batch
         return _bad(f"current_version must be at most {_MAX_VERSION} printable characters")
-    if len(hw) > _MAX_VERSION or not hw.isprintable():
+    known_hw = hw in project.hardware_versions
+    if not known_hw and (len(hw) > _MAX_VERSION or not hw.isprintable()):
+        # a known hardware version is valid: only an unknown one (recorded with the check-in) is checked
         return _bad(f"hardware_version must be at most {_MAX_VERSION} printable characters")
     if sw not in project.software_types:
         return _bad(f"software_type {sw!r} is not known to this project")
@@ -116,7 +118,7 @@ async def _poll(request: web.Request, as_url: bool) -> web.Response:
         return answer(request, _head(204, "rate-limited"))
     checkins = ctx.checkins
     checkins.add(project.id, serial, hw, sw, current, "memfault")
-    if hw in project.hardware_versions:
+    if known_hw:
         decision, _dev = project.decide(serial, hw, sw, current, info.cohort_override)
         reason = decision.reason
         rel = project.releases.get(decision.release_id) if decision.release_id is not None else None

@@ -62,19 +62,23 @@ class SeenTable:
             self._alloc(_slots(entries))
             self._reinsert(old)
 
-    def get(self, key: int, value: int, now: float, max_age: float) -> bool:
-        """Whether `value` is what was written for `key`, less than `max_age` seconds before `now`."""
-        key = key or 1
+    def _find(self, key: int) -> int:
+        """The index of the slot holding `key` (non-zero), or of the empty slot ending its probe."""
         words, mask = self._words, self._mask
         j = key & mask
         while True:
             i = j * _W
             k = words[i]
-            if k == key:
-                return words[i + 1] == value and now - (words[i + 2] + _EPOCH) < max_age
-            if k == 0:
-                return False
+            if k == key or k == 0:
+                return i
             j = (j + 1) & mask
+
+    def get(self, key: int, value: int, now: float, max_age: float) -> bool:
+        """Whether `value` is what was written for `key`, less than `max_age` seconds before `now`."""
+        key = key or 1
+        i = self._find(key)
+        words = self._words
+        return words[i] == key and words[i + 1] == value and now - (words[i + 2] + _EPOCH) < max_age
 
     def admit(self, key: int, value: int, now: float, max_age: float) -> int:
         """SKIP when `value` is what was written for `key` less than `max_age` seconds ago; else
@@ -82,47 +86,27 @@ class SeenTable:
         CONTESTED when another value was pending there (another process buffers a different
         report of the same key, so the order of the two writes decides nothing by itself)."""
         key = key or 1
-        words, mask = self._words, self._mask
-        j = key & mask
-        while True:  # one probe: this runs on every poll
-            i = j * _W
-            k = words[i]
-            if k == key:
-                when = words[i + 2]
-                if words[i + 1] == value:
-                    if not when:
-                        return WRITE  # already pending with this value
-                    if now - (when + _EPOCH) < max_age:
-                        return SKIP
-                    words[i + 2] = 0
-                    return WRITE
-                words[i + 1] = value
-                words[i + 2] = 0
-                return WRITE if when else CONTESTED
-            if k == 0:
-                break
-            j = (j + 1) & mask
-        self.put(key, value, _EPOCH)
-        return WRITE
+        i = self._find(key)
+        words = self._words
+        if words[i] != key:
+            self.put(key, value, _EPOCH)
+            return WRITE
+        when = words[i + 2]
+        if words[i + 1] == value and when and now - (when + _EPOCH) < max_age:
+            return SKIP
+        contested = words[i + 1] != value and not when
+        words[i + 1] = value
+        words[i + 2] = 0
+        return CONTESTED if contested else WRITE
 
     def settle(self, key: int, value: int, when: float) -> None:
         """Remember that `value` was written for `key` at `when`, unless another value is pending
         there (a newer report of another process, still to be written: its mark stays)."""
         key = key or 1
-        words, mask = self._words, self._mask
-        j = key & mask
-        while True:
-            i = j * _W
-            k = words[i]
-            if k == key:
-                if words[i + 2] == 0 and words[i + 1] != value:
-                    return
-                words[i + 1] = value
-                words[i + 2] = max(0, int(when) - _EPOCH)
-                return
-            if k == 0:
-                break
-            j = (j + 1) & mask
+        i = self._find(key)
+        words = self._words
+        if words[i] == key and words[i + 2] == 0 and words[i + 1] != value:
+            return
         self.put(key, value, when)
 
     def put(self, key: int, value: int, when: float) -> None:
@@ -133,21 +117,15 @@ class SeenTable:
                 self.clear()  # bounded memory; the cost is one extra write per device
             else:
                 self._grow()
-        words, mask = self._words, self._mask
-        j = key & mask
-        while True:
-            i = j * _W
-            k = words[i]
-            if k == key or k == 0:
-                # value and time before the key: another process reading the slot meanwhile sees
-                # either no entry or a whole one (or, racing on the same key, a mixed one)
-                words[i + 1] = value
-                words[i + 2] = max(0, int(when) - _EPOCH)
-                if k == 0:
-                    words[i] = key
-                    self.size += 1
-                return
-            j = (j + 1) & mask
+        i = self._find(key)
+        words = self._words
+        # value and time before the key: another process reading the slot meanwhile sees either
+        # no entry or a whole one (or, racing on the same key, a mixed one)
+        words[i + 1] = value
+        words[i + 2] = max(0, int(when) - _EPOCH)
+        if words[i] == 0:
+            words[i] = key
+            self.size += 1
 
     def _grow(self) -> None:
         old = self._words

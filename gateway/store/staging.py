@@ -72,24 +72,25 @@ async def stage_takers(conn, activation_id: int) -> int:
 
 async def widen(conn, activation_id: int, k: int) -> None:
     """Stage the next `k` unstaged devices in the activation's hash order."""
-    if k <= 0:
-        return
-    await conn.execute(
-        "INSERT INTO staged_devices (activation_id, device_id, staged) SELECT * FROM ("
-        f"SELECT a.id, d.id, true {_DEVICES} AND NOT {STATE} "
-        "ORDER BY stage_hash(a.stage_salt, d.serial), d.id LIMIT $2) pick "
-        "ON CONFLICT (activation_id, device_id) DO UPDATE SET staged = true", activation_id, k)
+    await _move(conn, activation_id, k, staged=True)
 
 
 async def narrow(conn, activation_id: int, k: int) -> None:
     """Take back the last `k` staged devices in hash order that have not taken the release."""
+    await _move(conn, activation_id, k, staged=False)
+
+
+async def _move(conn, activation_id: int, k: int, *, staged: bool) -> None:
+    """Set `k` devices whose state is not `staged` to it: the first ones of the hash order when
+    staging, the last ones that have not taken the release when unstaging."""
     if k <= 0:
         return
+    pick = (f"NOT {STATE} ORDER BY stage_hash(a.stage_salt, d.serial), d.id" if staged else
+            f"{STATE} AND NOT {TAKEN} ORDER BY stage_hash(a.stage_salt, d.serial) DESC, d.id DESC")
     await conn.execute(
-        "INSERT INTO staged_devices (activation_id, device_id, staged) SELECT * FROM ("
-        f"SELECT a.id, d.id, false {_DEVICES} AND {STATE} AND NOT {TAKEN} "
-        "ORDER BY stage_hash(a.stage_salt, d.serial) DESC, d.id DESC LIMIT $2) pick "
-        "ON CONFLICT (activation_id, device_id) DO UPDATE SET staged = false", activation_id, k)
+        f"INSERT INTO staged_devices (activation_id, device_id, staged) SELECT * FROM ("
+        f"SELECT a.id, d.id, $3::bool {_DEVICES} AND {pick} LIMIT $2) pick "
+        "ON CONFLICT (activation_id, device_id) DO UPDATE SET staged = $3", activation_id, k, staged)
 
 
 async def set_rule(conn, activation_id: int, threshold: int | None) -> None:
@@ -115,13 +116,13 @@ async def clear(conn, activation_id: int) -> None:
 async def stage_serials(conn, activation_id: int, project_id: int, serials: list[str], staged: bool) -> list[str]:
     """Stage or unstage named devices of the activation's cohort; returns the serials found."""
     rows = await conn.fetch(
-        "INSERT INTO staged_devices (activation_id, device_id, staged) "
-        "SELECT a.id, d.id, $4 FROM activations a JOIN devices d ON d.cohort_id = a.cohort_id "
-        "WHERE a.id = $1 AND d.project_id = $2 AND d.serial = ANY($3::text[]) "
-        "ON CONFLICT (activation_id, device_id) DO UPDATE SET staged = $4 RETURNING device_id",
+        "WITH ins AS (INSERT INTO staged_devices (activation_id, device_id, staged) "
+        "  SELECT a.id, d.id, $4 FROM activations a JOIN devices d ON d.cohort_id = a.cohort_id "
+        "  WHERE a.id = $1 AND d.project_id = $2 AND d.serial = ANY($3::text[]) "
+        "  ON CONFLICT (activation_id, device_id) DO UPDATE SET staged = $4 RETURNING device_id) "
+        "SELECT d.serial FROM ins JOIN devices d ON d.id = ins.device_id",
         activation_id, project_id, serials, staged)
-    ids = [r["device_id"] for r in rows]
-    return [r["serial"] for r in await conn.fetch("SELECT serial FROM devices WHERE id = ANY($1::bigint[])", ids)]
+    return [r["serial"] for r in rows]
 
 
 async def stage_filtered(conn, activation_id: int, *, staged: bool, current_version: str | None,
